@@ -1,0 +1,16 @@
+// SPDX-License-Identifier: MIT
+//
+// forksafe/forksafe.hpp: every public forksafe header. Include this, or only
+// the component you use:
+//   <forksafe/atfork_registry.hpp>              fork handlers that can be removed, ordered, backed out
+//   <forksafe/fork_safe_mutex.hpp>              mutexes a forked child never hangs on
+//   <forksafe/fork_safe_condition_variable.hpp> a condition variable for them
+//   <forksafe/process_result.hpp>               fork_call: run a callable in a child, get its value
+//   <forksafe/process_pool.hpp>                 pre-forked workers
+
+#ifndef FORKSAFE_FORKSAFE_HPP
+#define FORKSAFE_FORKSAFE_HPP
+
+#include "detail/config.hpp"
+
+#endif // FORKSAFE_FORKSAFE_HPP

@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: MIT
+//
+// tests/support/fork_harness.hpp: run a test body in a forked child with a
+// deadline, and read back how it ended.
+//
+// doctest has no process isolation, and forksafe's tests fork children that
+// may deadlock or crash on purpose. run_in_child() is the test-side face of
+// forksafe::detail::child_process (the library's own "fork, run, report"):
+// the child runs the body and ends with _exit on every path (no doctest
+// reporter, no atexit handler, no static destructor runs there), crash
+// signals are reset to SIG_DFL so doctest's handler never reports a child's
+// signal a second time, and a child still running at the deadline is killed
+// and reaped and reported as timed out.
+//
+// A child body must not use doctest assertions: report through the exit
+// code (return an int) and check the outcome in the parent.
+
+#ifndef FORKSAFE_TESTS_SUPPORT_FORK_HARNESS_HPP
+#define FORKSAFE_TESTS_SUPPORT_FORK_HARNESS_HPP
+
+#include <forksafe/detail/child_process.hpp>
+
+#include <chrono>     // deadlines
+#include <cstdlib>    // std::strtol
+#include <dirent.h>   // /proc scans
+#include <fstream>    // /proc/<pid>/stat
+#include <ostream>    // doctest's StringMaker
+#include <string>     // std::string
+#include <unistd.h>   // getpid
+
+#include <doctest/doctest.h>
+
+namespace forksafe_test {
+
+using outcome = forksafe::detail::child_status;
+using kind = forksafe::detail::child_status::kind;
+
+/// Runs `body` in a forked child and waits at most `deadline` for it to end;
+/// a child still running then is killed with SIGKILL, reaped, and reported
+/// as timed_out.
+template <class Body>
+outcome run_in_child(Body&& body, std::chrono::milliseconds deadline = std::chrono::seconds(10)) {
+  auto child = forksafe::detail::child_process::spawn(std::forward<Body>(body));
+  const auto& status = child.wait_until(std::chrono::steady_clock::now() + deadline);
+  if (status.ended()) return status;
+  return child.kill_and_reap(SIGKILL);
+}
+
+/// Number of entries in /proc/self/fd (descriptors this process holds).
+inline int count_open_fds() {
+  int n = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (const dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') ++n;
+    }
+    ::closedir(d);
+    --n; // the descriptor opendir itself holds
+  }
+  return n;
+}
+
+/// Number of zombie children of this process, read from /proc/<pid>/stat.
+inline int count_zombie_children() {
+  const long self = static_cast<long>(::getpid());
+  int zombies = 0;
+  DIR* d = ::opendir("/proc");
+  if (d == nullptr) return 0;
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::ifstream stat(std::string("/proc/") + e->d_name + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    // Format: pid (comm) state ppid ...; comm may hold spaces, so split at the last ')'.
+    const auto close = line.rfind(')');
+    if (close == std::string::npos || close + 4 > line.size()) continue;
+    const char state = line[close + 2];
+    const long ppid = std::strtol(line.c_str() + close + 4, nullptr, 10);
+    if (ppid == self && state == 'Z') ++zombies;
+  }
+  ::closedir(d);
+  return zombies;
+}
+
+} // namespace forksafe_test
+
+namespace doctest {
+template <>
+struct StringMaker<forksafe::detail::child_status> {
+  static String convert(const forksafe::detail::child_status& s) {
+    return ("child " + s.describe()).c_str();
+  }
+};
+} // namespace doctest
+
+#endif // FORKSAFE_TESTS_SUPPORT_FORK_HARNESS_HPP

@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: MIT
+// The fork harness must bite: a hang is reported as timed out, a crash as
+// its signal, a normal end as its exit code, and nothing is left behind.
+
+#include "support/fork_harness.hpp"
+
+#include <atomic>  // the holder's flag
+#include <csignal> // SIGSEGV
+#include <mutex>   // std::mutex: the negative control
+#include <thread>  // the lock-holding thread
+
+#include <fcntl.h>  // O_NONBLOCK
+#include <unistd.h> // pipe, read, write
+
+using namespace std::chrono_literals;
+using forksafe_test::kind;
+using forksafe_test::run_in_child;
+
+TEST_CASE("harness: reports a child that returns normally as exited 0") {
+  const auto outcome = run_in_child([] {});
+  CHECK(outcome.exited_with(0));
+}
+
+TEST_CASE("harness: reports the exit code a child returns") {
+  CHECK(run_in_child([] { return 42; }).exited_with(42));
+}
+
+// UBSan would report the null load itself and exit(1); the point here is the
+// signal, so the load is exempt from UBSan (ASan's SIGSEGV handler is reset
+// in the child by the harness).
+#if defined(__clang__) || defined(__GNUC__)
+__attribute__((no_sanitize("undefined")))
+#endif
+int load_through_null() {
+  volatile int* volatile p = nullptr;
+  return *p;
+}
+
+TEST_CASE("harness: reports a child that dereferences null as killed by SIGSEGV") {
+  const auto outcome = run_in_child(load_through_null);
+  CHECK(outcome.killed_by(SIGSEGV));
+  CHECK(outcome.describe() == "was killed by SIGSEGV");
+}
+
+TEST_CASE("harness: reports a child whose body throws with the documented exit code") {
+  const auto outcome = run_in_child([]() -> int { throw 7; });
+  CHECK(outcome.exited_with(forksafe::detail::spawn_options{}.exit_code_on_exception));
+}
+
+// The seed's program with std::mutex: a thread loops lock / sleep / unlock
+// while the main thread forks; the child's first lock never returns. The
+// fork happens while the other thread is known to hold the mutex, so the hang
+// is certain rather than likely.
+TEST_CASE("harness: reports the seed's std::mutex deadlock as timed out (negative control)") {
+  std::mutex m;
+  std::atomic<bool> held{false};
+  std::atomic<bool> stop{false};
+  std::thread holder([&] {
+    while (!stop.load()) {
+      m.lock();
+      held.store(true);
+      std::this_thread::sleep_for(2ms);
+      held.store(false);
+      m.unlock();
+      std::this_thread::sleep_for(100us);
+    }
+  });
+  while (!held.load()) std::this_thread::yield();
+  const auto outcome = run_in_child(
+      [&] {
+        m.lock();
+        m.unlock();
+      },
+      300ms);
+  stop.store(true);
+  holder.join();
+  CHECK(outcome.how == kind::timed_out);
+  CHECK(outcome.value == SIGKILL);
+}
+
+// A child ends with _exit: a static destructor that would write to a pipe
+// must not run there.
+struct writes_on_destruction {
+  int fd;
+  ~writes_on_destruction() { (void)!::write(fd, "d", 1); }
+};
+
+TEST_CASE("harness: a child runs no static destructors or atexit handlers") {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const auto outcome = run_in_child([&] {
+    static writes_on_destruction w{fds[1]};
+    (void)w;
+  });
+  ::close(fds[1]);
+  char c;
+  CHECK(outcome.exited_with(0));
+  CHECK(::read(fds[0], &c, 1) == 0); // EOF: nothing was written
+  ::close(fds[0]);
+}
+
+TEST_CASE("harness: leaves no zombie and no descriptor behind") {
+  const int fds_before = forksafe_test::count_open_fds();
+  for (int i = 0; i < 20; ++i) {
+    (void)run_in_child([] {});
+    (void)run_in_child([] { ::pause(); }, 20ms);
+  }
+  CHECK(forksafe_test::count_zombie_children() == 0);
+  CHECK(forksafe_test::count_open_fds() == fds_before);
+}
+
+TEST_CASE("harness: the zombie counter sees a zombie (it can fail)") {
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(0);
+  REQUIRE(pid > 0);
+  int zombies = 0;
+  for (int i = 0; i < 200 && zombies == 0; ++i) {
+    std::this_thread::sleep_for(5ms);
+    zombies = forksafe_test::count_zombie_children();
+  }
+  CHECK(zombies == 1);
+  ::waitpid(pid, nullptr, 0);
+  CHECK(forksafe_test::count_zombie_children() == 0);
+}
+
+// The compile-time half of the negative-control mechanism: a constrained API
+// rejects a type, observed with a requires-expression. The expression must
+// depend on a template parameter: outside a template an invalid expression in
+// a requires-expression is a hard error, not `false`.
+template <class T>
+  requires std::is_integral_v<T>
+void only_integers(T) {}
+
+template <class T>
+concept accepted_by_only_integers = requires(T v) { only_integers(v); };
+
+static_assert(accepted_by_only_integers<int>);
+static_assert(!accepted_by_only_integers<double>);

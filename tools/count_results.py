@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Sum test counts over meson test logs: BUILD_DIR [BUILD_DIR ...].
+
+A doctest executable contributes doctest's own case counts; a compile-fail
+check contributes its one pass or fail. A test that failed without printing
+its counts (it crashed or timed out) counts as one failure, so a dead suite
+can never look green. Prints one line per build dir, then the total.
+"""
+import json
+import re
+import sys
+
+DOCTEST = re.compile(r"\[doctest\] test cases:\s*(\d+) \|\s*(\d+) passed \|\s*(\d+) failed")
+PLAIN = re.compile(r"\[compile-fail\] (\d+) passed, (\d+) failed")
+
+
+def count(build_dir):
+    passed = failed = 0
+    with open(f"{build_dir}/meson-logs/testlog.json") as log:
+        for line in log:
+            test = json.loads(line)
+            out = test.get("stdout", "") or ""
+            ok = test.get("result") in ("OK", "EXPECTEDFAIL")
+            found = False
+            for m in DOCTEST.finditer(out):
+                passed += int(m.group(2))
+                failed += int(m.group(3))
+                found = True
+            for m in PLAIN.finditer(out):
+                passed += int(m.group(1))
+                failed += int(m.group(2))
+                found = True
+            if not found:
+                failed += 0 if ok else 1
+            elif not ok and failed == 0:
+                failed += 1
+    return passed, failed
+
+
+total_p = total_f = 0
+for d in sys.argv[1:]:
+    p, f = count(d)
+    print(f"{d}: {p} passed, {f} failed")
+    total_p += p
+    total_f += f
+print(f"{total_p} passed, {total_f} failed")
