@@ -13,4 +13,6 @@
 
 #include "detail/config.hpp"
 
+#include "atfork_registry.hpp"
+
 #endif // FORKSAFE_FORKSAFE_HPP

@@ -30,6 +30,17 @@
 
 #include <doctest/doctest.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define FORKSAFE_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FORKSAFE_TEST_ASAN 1
+#endif
+#endif
+#ifndef FORKSAFE_TEST_ASAN
+#define FORKSAFE_TEST_ASAN 0
+#endif
+
 namespace forksafe_test {
 
 using outcome = forksafe::detail::child_status;

@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: MIT
+//
+// forksafe/detail/futex.hpp: wait on and wake a 32-bit atomic word. On Linux
+// these are process-private futex calls (a timed wait is needed, which
+// std::atomic::wait lacks); elsewhere a portable fallback.
+
+#ifndef FORKSAFE_DETAIL_FUTEX_HPP
+#define FORKSAFE_DETAIL_FUTEX_HPP
+
+#include "config.hpp"
+
+#include <atomic>  // std::atomic<std::uint32_t>
+#include <chrono>  // timed waits
+#include <cstdint> // std::uint32_t
+#include <thread>  // fallback: std::this_thread::sleep_for
+
+#include <time.h> // timespec
+
+#if defined(__linux__)
+#include <linux/futex.h> // FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE
+#include <sys/syscall.h> // SYS_futex
+#include <unistd.h>      // syscall
+#endif
+
+namespace forksafe::detail {
+
+static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
+                  std::atomic<std::uint32_t>::is_always_lock_free,
+              "forksafe's futex words need a lock-free 32-bit atomic with the size of uint32_t");
+
+/// Blocks while `word == expected`, for at most `timeout` (nullptr: no limit).
+/// May return early (spuriously, on a signal, or after a wake): callers loop.
+inline void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                       const timespec* timeout = nullptr) noexcept {
+#if defined(__linux__)
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, timeout,
+            nullptr, 0);
+#else
+  if (timeout == nullptr) {
+    word.wait(expected, std::memory_order_relaxed);
+  } else if (word.load(std::memory_order_relaxed) == expected) {
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+#endif
+}
+
+/// Wakes up to `count` threads blocked in futex_wait on `word`.
+inline void futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept {
+#if defined(__linux__)
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, count, nullptr,
+            nullptr, 0);
+#else
+  if (count == 1) {
+    word.notify_one();
+  } else {
+    word.notify_all();
+  }
+#endif
+}
+
+/// A relative timespec for a non-negative duration.
+inline timespec to_timespec(std::chrono::nanoseconds d) noexcept {
+  if (d.count() < 0) d = std::chrono::nanoseconds(0);
+  return timespec{static_cast<time_t>(d.count() / 1'000'000'000), static_cast<long>(d.count() % 1'000'000'000)};
+}
+
+} // namespace forksafe::detail
+
+#endif // FORKSAFE_DETAIL_FUTEX_HPP

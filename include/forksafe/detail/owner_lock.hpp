@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: MIT
+//
+// forksafe/detail/owner_lock.hpp: the lock word under every forksafe mutex
+// and the registry. One 32-bit atomic: 0 when free, otherwise the owner's
+// thread id shifted left by one, with bit 0 set when a thread may be waiting.
+// Knowing the owner costs nothing extra and lets a forked child tell a lock
+// held by a thread that did not survive (thread_identity.hpp) from one held
+// by itself. Waiting uses futexes, never pthread_mutex_t, whose unlock in a
+// child is undefined for owner-checked kinds.
+
+#ifndef FORKSAFE_DETAIL_OWNER_LOCK_HPP
+#define FORKSAFE_DETAIL_OWNER_LOCK_HPP
+
+#include "config.hpp"
+#include "futex.hpp"
+#include "thread_identity.hpp"
+
+#include <atomic>  // the lock word
+#include <cstdint> // std::uint32_t
+
+namespace forksafe::detail {
+
+/// What a contended lock() should do, as decided by a policy hook.
+enum class contended_action { wait, take_over };
+
+struct wait_always {
+  contended_action operator()(std::uint32_t /*owner*/) const noexcept { return contended_action::wait; }
+};
+
+class owner_lock {
+public:
+  static constexpr std::uint32_t waiters_bit = 1;
+
+  constexpr owner_lock() noexcept = default;
+  owner_lock(const owner_lock&) = delete; // a lock has identity
+  owner_lock& operator=(const owner_lock&) = delete;
+
+  [[nodiscard]] bool try_lock(std::uint32_t me) noexcept {
+    std::uint32_t expected = 0;
+    return word_.compare_exchange_strong(expected, me << 1, std::memory_order_acquire,
+                                         std::memory_order_relaxed);
+  }
+
+  /// Locks. On contention asks `hook(owner)`: wait, or take the lock over
+  /// from an owner that no longer exists (the reset policy).
+  template <class Hook = wait_always>
+  void lock(std::uint32_t me, Hook hook = {}) {
+    if (FORKSAFE_LIKELY(try_lock(me))) return;
+    lock_slow(me, hook);
+  }
+
+  void unlock() noexcept {
+    if (FORKSAFE_UNLIKELY(word_.exchange(0, std::memory_order_release) & waiters_bit)) {
+      futex_wake(word_, 1);
+    }
+  }
+
+  /// The owner's id, 0 when free. Racy unless the caller is the owner: best effort.
+  [[nodiscard]] std::uint32_t owner() const noexcept { return word_.load(std::memory_order_relaxed) >> 1; }
+
+  /// Takes the lock over from `observed_owner` (who must not exist any more).
+  /// The waiters bit is kept set, so a waiter that arrived after the fork is
+  /// still woken at unlock. Returns false if the word changed meanwhile.
+  bool take_over(std::uint32_t observed_owner, std::uint32_t me) noexcept {
+    std::uint32_t w = word_.load(std::memory_order_relaxed);
+    if ((w >> 1) != observed_owner || observed_owner == 0) return false;
+    return word_.compare_exchange_strong(w, (me << 1) | waiters_bit, std::memory_order_acquire,
+                                         std::memory_order_relaxed);
+  }
+
+  /// Makes the word free without waking anyone. Only for a forked child
+  /// in which no other thread can be using this lock yet.
+  void reset_in_child() noexcept { word_.store(0, std::memory_order_relaxed); }
+
+  /// Frees a lock whose owner vanished, waking a waiter. Returns false if the
+  /// word no longer names `observed_owner`.
+  bool release_vanished(std::uint32_t observed_owner) noexcept {
+    std::uint32_t w = word_.load(std::memory_order_relaxed);
+    if ((w >> 1) != observed_owner || observed_owner == 0) return false;
+    if (!word_.compare_exchange_strong(w, 0, std::memory_order_release, std::memory_order_relaxed)) return false;
+    futex_wake(word_, 1);
+    return true;
+  }
+
+private:
+  template <class Hook>
+  FORKSAFE_NOINLINE void lock_slow(std::uint32_t me, Hook& hook) {
+    for (;;) {
+      std::uint32_t w = word_.load(std::memory_order_relaxed);
+      if (w == 0) {
+        // Having waited, take it with the waiters bit set: others may wait too.
+        if (word_.compare_exchange_weak(w, (me << 1) | waiters_bit, std::memory_order_acquire,
+                                        std::memory_order_relaxed)) {
+          return;
+        }
+        continue;
+      }
+      if (hook(w >> 1) == contended_action::take_over) {
+        if (take_over(w >> 1, me)) return;
+        continue;
+      }
+      if ((w & waiters_bit) == 0 &&
+          !word_.compare_exchange_weak(w, w | waiters_bit, std::memory_order_relaxed)) {
+        continue;
+      }
+      futex_wait(word_, w | waiters_bit);
+    }
+  }
+
+  std::atomic<std::uint32_t> word_{0};
+};
+
+} // namespace forksafe::detail
+
+#endif // FORKSAFE_DETAIL_OWNER_LOCK_HPP
