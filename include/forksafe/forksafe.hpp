@@ -14,5 +14,7 @@
 #include "detail/config.hpp"
 
 #include "atfork_registry.hpp"
+#include "fork_safe_condition_variable.hpp"
+#include "fork_safe_mutex.hpp"
 
 #endif // FORKSAFE_FORKSAFE_HPP

@@ -16,6 +16,7 @@
 #include "thread_identity.hpp"
 
 #include <atomic>  // the lock word
+#include <climits> // INT_MAX
 #include <cstdint> // std::uint32_t
 
 namespace forksafe::detail {
@@ -35,10 +36,9 @@ public:
   owner_lock(const owner_lock&) = delete; // a lock has identity
   owner_lock& operator=(const owner_lock&) = delete;
 
-  [[nodiscard]] bool try_lock(std::uint32_t me) noexcept {
+  [[nodiscard]] bool try_lock(std::uint32_t me, std::memory_order order = std::memory_order_acquire) noexcept {
     std::uint32_t expected = 0;
-    return word_.compare_exchange_strong(expected, me << 1, std::memory_order_acquire,
-                                         std::memory_order_relaxed);
+    return word_.compare_exchange_strong(expected, me << 1, order, std::memory_order_relaxed);
   }
 
   /// Locks. On contention asks `hook(owner)`: wait, or take the lock over
@@ -66,6 +66,27 @@ public:
     if ((w >> 1) != observed_owner || observed_owner == 0) return false;
     return word_.compare_exchange_strong(w, (me << 1) | waiters_bit, std::memory_order_acquire,
                                          std::memory_order_relaxed);
+  }
+
+  /// The raw word: (owner << 1) | waiters bit.
+  [[nodiscard]] std::uint32_t word(std::memory_order order = std::memory_order_relaxed) const noexcept {
+    return word_.load(order);
+  }
+
+  /// Blocks while the word still equals `observed` (non-zero), after marking
+  /// that a thread waits. For threads that wait for the lock to be free
+  /// without taking it (readers of a shared mutex); unlock_all() wakes them.
+  void wait_while(std::uint32_t observed) noexcept {
+    if ((observed & waiters_bit) == 0 &&
+        !word_.compare_exchange_strong(observed, observed | waiters_bit, std::memory_order_relaxed)) {
+      return; // the word changed: look again
+    }
+    futex_wait(word_, observed | waiters_bit);
+  }
+
+  /// Unlocks and wakes every waiter (for locks that readers wait on too).
+  void unlock_all() noexcept {
+    if (word_.exchange(0, std::memory_order_seq_cst) & waiters_bit) futex_wake(word_, INT_MAX);
   }
 
   /// Makes the word free without waking anyone. Only for a forked child

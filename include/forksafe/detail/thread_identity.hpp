@@ -31,6 +31,25 @@ FORKSAFE_PROCESS_UNIQUE inline thread_local std::uint32_t this_thread_id_{0};
 FORKSAFE_PROCESS_UNIQUE inline std::atomic<std::uint32_t> first_id_of_generation{0};
 FORKSAFE_PROCESS_UNIQUE inline std::atomic<std::uint32_t> survivor_id{0};
 
+/// The shared (reader) locks of fork-safe shared mutexes this thread holds,
+/// so a child can tell the survivor's read locks from those of threads that
+/// vanished. A thread may hold at most `capacity` at once.
+struct shared_holds {
+  static constexpr std::uint32_t capacity = 32;
+  const void* held[capacity];
+  std::uint32_t count;
+
+  /// How many read locks on `m` this list holds.
+  [[nodiscard]] std::uint32_t holds_of(const void* m) const noexcept {
+    std::uint32_t n = 0;
+    for (std::uint32_t i = 0; i < count; ++i) n += held[i] == m ? 1 : 0;
+    return n;
+  }
+};
+FORKSAFE_PROCESS_UNIQUE inline thread_local shared_holds shared_holds_{};
+// Set in a child: the surviving thread's list, readable by threads created there.
+FORKSAFE_PROCESS_UNIQUE inline std::atomic<const shared_holds*> survivor_holds{nullptr};
+
 FORKSAFE_NOINLINE inline std::uint32_t assign_thread_id() noexcept {
   this_thread_id_ = next_thread_id.fetch_add(1, std::memory_order_relaxed) & 0x7fffffffU;
   return this_thread_id_;
@@ -51,6 +70,7 @@ inline bool thread_vanished(std::uint32_t id) noexcept {
 /// Called in a forked child by the registry, before any user handler.
 inline void record_fork_survivor() noexcept {
   survivor_id.store(this_thread_id(), std::memory_order_relaxed);
+  survivor_holds.store(&shared_holds_, std::memory_order_relaxed);
   first_id_of_generation.store(next_thread_id.load(std::memory_order_relaxed), std::memory_order_relaxed);
 }
 

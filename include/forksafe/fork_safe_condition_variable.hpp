@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: MIT
+//
+// forksafe/fork_safe_condition_variable.hpp: a condition variable a forked
+// child never hangs on.
+//
+// Defines fork_safe_condition_variable, for std::unique_lock of a
+// fork_safe_mutex of any policy (any BasicLockable works).
+//
+// Why not std::condition_variable: a pthread_cond_t keeps a record of its
+// waiters. In a child those waiters are gone, but the record is not, and
+// pthread_cond_destroy or a later wait can block on them (glibc waits for
+// "waiters that are gone"). This one keeps no record that a child could
+// trust: a wait is one futex wait on a sequence word, so inherited state can
+// at worst cost a child one extra wake-up system call.
+
+#ifndef FORKSAFE_FORK_SAFE_CONDITION_VARIABLE_HPP
+#define FORKSAFE_FORK_SAFE_CONDITION_VARIABLE_HPP
+
+#include "detail/config.hpp"
+#include "detail/futex.hpp"
+#include "fork_safe_mutex.hpp"
+
+#include <atomic>             // sequence word, waiter count
+#include <chrono>             // wait_for, wait_until
+#include <climits>            // INT_MAX
+#include <condition_variable> // std::cv_status
+#include <cstdint>            // std::uint32_t
+#include <mutex>              // std::unique_lock
+
+namespace forksafe {
+
+/// A condition variable for std::unique_lock<basic_fork_safe_mutex<P>> (any
+/// P; any BasicLockable works). Same contract as std::condition_variable_any:
+/// wait() atomically releases the lock and blocks until notified, then
+/// reacquires the lock; spurious wake-ups happen, so wait in a loop or use the
+/// predicate forms.
+///
+/// Fork: a child never hangs in wait or notify because of waiters that
+/// existed before the fork; those waiters simply do not exist there. Note
+/// that reacquiring a poison-policy mutex may throw fork_poisoned.
+///
+/// Thread-safety: all members may be called concurrently. notify_* need not
+/// hold the lock. Not copyable, not movable. No allocation; never throws
+/// except what relocking throws.
+class fork_safe_condition_variable {
+public:
+  constexpr fork_safe_condition_variable() noexcept = default;
+  fork_safe_condition_variable(const fork_safe_condition_variable&) = delete; // waiters hold its address
+  fork_safe_condition_variable& operator=(const fork_safe_condition_variable&) = delete;
+
+  /// Wakes one waiting thread, if any.
+  void notify_one() noexcept { notify(1); }
+  /// Wakes every waiting thread.
+  void notify_all() noexcept { notify(INT_MAX); }
+
+  /// Requires: `lock` owns its mutex. Blocks until notified (or spuriously).
+  template <class Mutex>
+  void wait(std::unique_lock<Mutex>& lock) {
+    block(lock, nullptr);
+  }
+
+  template <class Mutex, class Predicate>
+  void wait(std::unique_lock<Mutex>& lock, Predicate stop_waiting) {
+    while (!stop_waiting()) wait(lock);
+  }
+
+  /// Blocks until notified, spuriously, or `deadline`; timeout when the
+  /// clock has reached it.
+  template <class Mutex, class Clock, class Duration>
+  std::cv_status wait_until(std::unique_lock<Mutex>& lock,
+                            const std::chrono::time_point<Clock, Duration>& deadline) {
+    const auto left = deadline - Clock::now();
+    if (left <= left.zero()) return std::cv_status::timeout;
+    const timespec ts = detail::to_timespec(std::chrono::duration_cast<std::chrono::nanoseconds>(left));
+    block(lock, &ts);
+    return Clock::now() >= deadline ? std::cv_status::timeout : std::cv_status::no_timeout;
+  }
+
+  template <class Mutex, class Clock, class Duration, class Predicate>
+  bool wait_until(std::unique_lock<Mutex>& lock, const std::chrono::time_point<Clock, Duration>& deadline,
+                  Predicate stop_waiting) {
+    while (!stop_waiting()) {
+      if (wait_until(lock, deadline) == std::cv_status::timeout) return stop_waiting();
+    }
+    return true;
+  }
+
+  template <class Mutex, class Rep, class Period>
+  std::cv_status wait_for(std::unique_lock<Mutex>& lock, const std::chrono::duration<Rep, Period>& timeout) {
+    return wait_until(lock, std::chrono::steady_clock::now() + ceil_ns(timeout));
+  }
+
+  template <class Mutex, class Rep, class Period, class Predicate>
+  bool wait_for(std::unique_lock<Mutex>& lock, const std::chrono::duration<Rep, Period>& timeout,
+                Predicate stop_waiting) {
+    return wait_until(lock, std::chrono::steady_clock::now() + ceil_ns(timeout), std::move(stop_waiting));
+  }
+
+private:
+  template <class Rep, class Period>
+  static std::chrono::nanoseconds ceil_ns(const std::chrono::duration<Rep, Period>& d) {
+    return std::chrono::ceil<std::chrono::nanoseconds>(d);
+  }
+
+  void notify(int count) noexcept {
+    sequence_.fetch_add(1, std::memory_order_seq_cst);
+    if (waiters_.load(std::memory_order_seq_cst) != 0) detail::futex_wake(sequence_, count);
+  }
+
+  template <class Mutex>
+  void block(std::unique_lock<Mutex>& lock, const timespec* timeout) {
+    // The sequence is read before the lock is released: a notify after the
+    // release changes it, and the futex wait then returns at once.
+    const std::uint32_t seen = sequence_.load(std::memory_order_seq_cst);
+    waiters_.fetch_add(1, std::memory_order_seq_cst);
+    lock.unlock();
+    detail::futex_wait(sequence_, seen, timeout);
+    waiters_.fetch_sub(1, std::memory_order_relaxed);
+    lock.lock();
+  }
+
+  std::atomic<std::uint32_t> sequence_{0};
+  std::atomic<std::uint32_t> waiters_{0}; // a hint: only saves the wake-up call when zero
+};
+
+} // namespace forksafe
+
+#endif // FORKSAFE_FORK_SAFE_CONDITION_VARIABLE_HPP

@@ -1,0 +1,498 @@
+// SPDX-License-Identifier: MIT
+//
+// forksafe/fork_safe_mutex.hpp: mutexes a forked child never hangs on.
+//
+// Defines:
+//   fork_policy                    what a child sees for a lock another thread held at fork().
+//   fork_poisoned                  thrown by a poison-policy lock whose holder did not survive fork().
+//   basic_fork_safe_mutex<P>       exclusive mutex (Mutex requirements); fork_safe_mutex = <quiesce>.
+//   basic_fork_safe_shared_mutex<P> reader/writer mutex (SharedMutex requirements);
+//                                  fork_safe_shared_mutex = <quiesce>.
+//
+// The bug they cure: fork() copies only the calling thread. A mutex another
+// thread held at that moment stays locked in the child, whose first lock()
+// then waits forever for a thread that does not exist there.
+//
+// | policy  | at fork()                                  | in the child                         | guarded data in the child |
+// |---------|--------------------------------------------|--------------------------------------|---------------------------|
+// | quiesce | the forking thread takes every live quiesce| unlocked                             | consistent: no critical   |
+// |(default)| lock first; released after fork in parent  |                                      | section was in progress   |
+// |         | and child                                  |                                      |                           |
+// | reset   | nothing                                    | behaves as unlocked (lazily, O(1))   | may be mid-update         |
+// | poison  | nothing                                    | lock()/try_lock() throw fork_poisoned| the child decides         |
+// |         |                                            | until clear_poison(); parent as ever |                           |
+//
+// All policies: a lock held by the forking thread itself stays held by that
+// thread in the child and is unlocked normally there; a lock nobody held is
+// simply unlocked. For the shared mutex the table holds for writers and
+// readers alike: readers that vanished with the fork never block the child.
+//
+// Choosing: quiesce when the child uses the guarded data (the seed's fix,
+// built in; costs the fork a try_lock per live quiesce lock, ~2-4 ns each,
+// and can delay a fork until critical sections end). reset when the child
+// never trusts the data, or re-initialises it, and forks must not wait.
+// poison when the child should find out and decide.
+//
+// Built on one atomic word holding the owner's thread id (never on
+// pthread_mutex_t, whose unlock in a child is undefined for owner-checked
+// kinds), waiting with futexes on Linux. Neither fair nor recursive.
+// Thread ids, and so the child's view, are maintained by atfork_registry's
+// child handler, which runs on fork() but not on vfork, posix_spawn, clone
+// or _Fork.
+
+#ifndef FORKSAFE_FORK_SAFE_MUTEX_HPP
+#define FORKSAFE_FORK_SAFE_MUTEX_HPP
+
+#include "atfork_registry.hpp"
+#include "detail/config.hpp"
+#include "detail/owner_lock.hpp"
+#include "detail/quiesce_domain.hpp"
+#include "detail/thread_identity.hpp"
+
+#include <atomic>       // reader count, generation stamp
+#include <cerrno>       // ENOLCK
+#include <climits>      // INT_MAX
+#include <cstdint>      // std::uint32_t
+#include <system_error> // fork_poisoned, ENOLCK
+#include <thread>       // std::this_thread::yield
+#include <type_traits>  // std::conditional_t
+
+namespace forksafe {
+
+/// What a forked child sees for a lock that another thread held when fork()
+/// was called. See the table at the top of this header.
+enum class fork_policy {
+  quiesce, ///< fork() waits until no critical section runs; the child gets it unlocked
+  reset,   ///< the child gets it unlocked, whatever state the data is in
+  poison,  ///< the child's lock()/try_lock() throw fork_poisoned until clear_poison()
+};
+
+/// Thrown in a forked child by lock(), try_lock() (and the shared forms) of a
+/// poison-policy mutex that a thread which did not survive the fork held.
+/// code() is std::errc::owner_dead.
+class fork_poisoned : public std::system_error {
+public:
+  fork_poisoned()
+      : std::system_error(std::make_error_code(std::errc::owner_dead),
+                          "forksafe: the mutex was held by a thread that did not survive fork(); "
+                          "call clear_poison() once the guarded data is repaired") {}
+};
+
+namespace detail {
+struct empty_part {};
+
+// Throws for poison, takes over for reset, waits otherwise.
+template <fork_policy P>
+struct vanished_owner_hook {
+  contended_action operator()(std::uint32_t owner) const {
+    if constexpr (P == fork_policy::quiesce) {
+      return contended_action::wait;
+    } else {
+      if (!thread_vanished(owner)) return contended_action::wait;
+      if constexpr (P == fork_policy::poison) throw fork_poisoned();
+      return contended_action::take_over;
+    }
+  }
+};
+} // namespace detail
+
+/// An exclusive mutex that a forked child never hangs on; P chooses what the
+/// child sees (table above). Meets the Mutex requirements: std::lock_guard,
+/// std::unique_lock, std::scoped_lock and std::condition_variable_any work,
+/// as does fork_safe_condition_variable.
+///
+/// Thread-safety: as std::mutex. unlock() requires that the calling thread
+/// holds the lock. Locking a mutex the caller already holds deadlocks, as
+/// std::mutex may. Not copyable, not movable: the address is its identity
+/// (quiesce mutexes are linked into the process's quiesce list).
+///
+/// Cost: sizeof is 32 bytes for quiesce, 4 for reset and poison (std::mutex:
+/// 40). Uncontended lock+unlock is two atomic RMWs, like std::mutex, inlined;
+/// quiesce adds a relaxed load of the fork gate and a thread-local counter.
+/// Constructing a quiesce mutex links it into a list under a short lock;
+/// reset and poison mutexes are constexpr-constructible and cost nothing.
+template <fork_policy P = fork_policy::quiesce>
+class basic_fork_safe_mutex {
+  static constexpr bool quiesce = P == fork_policy::quiesce;
+
+public:
+  static constexpr fork_policy policy = P;
+
+  /// A quiesce mutex links itself into the process's quiesce list (it may
+  /// wait for a fork in progress to finish); the others are constexpr.
+  basic_fork_safe_mutex() noexcept
+    requires quiesce
+  {
+    node_.ops = &quiesce_ops;
+    detail::quiesce_domain::instance().link(node_);
+  }
+  constexpr basic_fork_safe_mutex() noexcept
+    requires(!quiesce)
+  = default;
+
+  /// Requires: not locked. A quiesce mutex unlinks itself (it may wait for a
+  /// fork in progress to finish).
+  ~basic_fork_safe_mutex() {
+    if constexpr (quiesce) detail::quiesce_domain::instance().unlink(node_);
+  }
+
+  basic_fork_safe_mutex(const basic_fork_safe_mutex&) = delete; // a mutex has identity
+  basic_fork_safe_mutex& operator=(const basic_fork_safe_mutex&) = delete;
+
+  /// Blocks until the lock is acquired. quiesce: while a fork is being
+  /// prepared, a thread that holds no quiesce lock first waits (at most
+  /// 10 ms) for it to finish. poison: throws fork_poisoned in a child if a
+  /// vanished thread held the lock.
+  void lock() noexcept(!(P == fork_policy::poison)) {
+    const std::uint32_t me = detail::this_thread_id();
+    if constexpr (quiesce) detail::pass_gate();
+    lock_.lock(me, detail::vanished_owner_hook<P>{});
+    if constexpr (quiesce) ++detail::quiesce_depth_;
+  }
+
+  /// Acquires the lock if it is free, without blocking. In a child, a lock
+  /// held by a vanished thread is free for reset, and throws for poison.
+  [[nodiscard]] bool try_lock() noexcept(!(P == fork_policy::poison)) {
+    const std::uint32_t me = detail::this_thread_id();
+    if (FORKSAFE_LIKELY(lock_.try_lock(me))) {
+      if constexpr (quiesce) ++detail::quiesce_depth_;
+      return true;
+    }
+    if constexpr (!quiesce) {
+      const std::uint32_t owner = lock_.owner();
+      if (owner != 0 && detail::vanished_owner_hook<P>{}(owner) == detail::contended_action::take_over) {
+        return lock_.take_over(owner, me);
+      }
+    }
+    return false;
+  }
+
+  /// Requires: the calling thread holds the lock.
+  void unlock() noexcept {
+    if constexpr (quiesce) --detail::quiesce_depth_;
+    lock_.unlock();
+  }
+
+  /// poison only: true in a child while a thread that did not survive the
+  /// fork holds the lock (best effort: racy against clear_poison()).
+  [[nodiscard]] bool poisoned() const noexcept
+    requires(P == fork_policy::poison)
+  {
+    const std::uint32_t owner = lock_.owner();
+    return owner != 0 && detail::thread_vanished(owner);
+  }
+
+  /// poison only: declares the guarded data repaired; the mutex becomes
+  /// unlocked if a vanished thread held it. Harmless when not poisoned.
+  void clear_poison() noexcept
+    requires(P == fork_policy::poison)
+  {
+    const std::uint32_t owner = lock_.owner();
+    if (owner != 0 && detail::thread_vanished(owner)) lock_.release_vanished(owner);
+  }
+
+private:
+  // The quiesce list's view of this mutex (node_ is the first member, so the
+  // node's address is the mutex's).
+  static bool quiesce_ops(detail::quiesce_node& n, detail::quiesce_op op) noexcept {
+    auto& m = reinterpret_cast<basic_fork_safe_mutex&>(n);
+    switch (op) {
+    case detail::quiesce_op::try_take:
+      if (m.lock_.owner() == detail::this_thread_id()) return true; // the forking thread's own: skip
+      if (!m.lock_.try_lock(detail::this_thread_id())) return false;
+      m.taken_for_fork_ = true;
+      return true;
+    case detail::quiesce_op::release:
+      if (m.taken_for_fork_) m.taken_for_fork_ = false, m.lock_.unlock();
+      return true;
+    case detail::quiesce_op::release_child:
+      if (m.taken_for_fork_) m.taken_for_fork_ = false, m.lock_.reset_in_child();
+      return true;
+    }
+    return true;
+  }
+
+  [[no_unique_address]] std::conditional_t<quiesce, detail::quiesce_node, detail::empty_part> node_{};
+  detail::owner_lock lock_;
+  [[no_unique_address]] std::conditional_t<quiesce, bool, detail::empty_part> taken_for_fork_{};
+};
+
+using fork_safe_mutex = basic_fork_safe_mutex<>;
+
+/// A reader/writer mutex that a forked child never hangs on, for writers or
+/// readers; P chooses what the child sees (table above). Meets the
+/// SharedMutex requirements: std::shared_lock and std::unique_lock work.
+/// Writers are preferred: once a writer waits, new readers wait behind it.
+///
+/// Thread-safety: as std::shared_mutex. Each thread may hold at most 32 read
+/// locks of fork-safe shared mutexes at once (they are tracked per thread so
+/// a child can tell the survivor's read locks from vanished ones); one more
+/// throws std::system_error(ENOLCK). Not copyable, not movable.
+///
+/// reset and poison repair a mutex inherited from a parent lazily, on its
+/// first use in the child: one relaxed load of fork_generation() per lock
+/// call decides. quiesce needs no repair: fork() waits until no writer holds
+/// it and the only readers are the forking thread's own.
+template <fork_policy P = fork_policy::quiesce>
+class basic_fork_safe_shared_mutex {
+  static constexpr bool quiesce = P == fork_policy::quiesce;
+  static constexpr std::uint32_t writer_waits = 1U << 31; // in readers_: a writer waits for them to drain
+  static constexpr std::uint32_t count_mask = writer_waits - 1;
+  static constexpr std::uint32_t repairing = 0xffffffffU;  // in generation_
+
+public:
+  static constexpr fork_policy policy = P;
+
+  basic_fork_safe_shared_mutex() noexcept {
+    if constexpr (quiesce) {
+      node_.ops = &quiesce_ops;
+      detail::quiesce_domain::instance().link(node_);
+    } else {
+      generation_.store(static_cast<std::uint32_t>(fork_generation()), std::memory_order_relaxed);
+    }
+  }
+  ~basic_fork_safe_shared_mutex() {
+    if constexpr (quiesce) detail::quiesce_domain::instance().unlink(node_);
+  }
+  basic_fork_safe_shared_mutex(const basic_fork_safe_shared_mutex&) = delete; // identity
+  basic_fork_safe_shared_mutex& operator=(const basic_fork_safe_shared_mutex&) = delete;
+
+  /// Exclusive lock: blocks until no writer and no reader holds it.
+  /// poison: throws fork_poisoned in a child if a vanished thread held it.
+  void lock() {
+    const std::uint32_t me = enter();
+    writer_.lock(me);
+    std::atomic_thread_fence(std::memory_order_seq_cst); // pairs with a reader's increment-then-check
+    drain_readers();
+    if constexpr (quiesce) ++detail::quiesce_depth_;
+  }
+
+  [[nodiscard]] bool try_lock() {
+    const std::uint32_t me = try_enter();
+    if (!writer_.try_lock(me, std::memory_order_seq_cst)) return false;
+    if ((readers_.load(std::memory_order_seq_cst) & count_mask) != 0) {
+      writer_.unlock_all();
+      return false;
+    }
+    if constexpr (quiesce) ++detail::quiesce_depth_;
+    return true;
+  }
+
+  /// Requires: the calling thread holds the exclusive lock.
+  void unlock() noexcept {
+    if constexpr (quiesce) --detail::quiesce_depth_;
+    writer_.unlock_all(); // readers wait on the writer word too
+  }
+
+  /// Shared lock: blocks while a writer holds or waits for the lock.
+  /// Throws std::system_error(ENOLCK) past 32 read locks held by this thread;
+  /// poison: fork_poisoned as for lock().
+  void lock_shared() {
+    enter();
+    reserve_hold();
+    for (;;) {
+      const std::uint32_t w = writer_.word(std::memory_order_seq_cst);
+      if (w != 0) {
+        writer_.wait_while(w);
+        continue;
+      }
+      if (try_add_reader()) break;
+    }
+    record_hold();
+  }
+
+  [[nodiscard]] bool try_lock_shared() {
+    try_enter();
+    reserve_hold();
+    if (writer_.word(std::memory_order_seq_cst) != 0 || !try_add_reader()) return false;
+    record_hold();
+    return true;
+  }
+
+  /// Requires: the calling thread holds a shared lock.
+  void unlock_shared() noexcept {
+    forget_hold();
+    if constexpr (quiesce) --detail::quiesce_depth_;
+    remove_reader();
+  }
+
+  /// poison only: true in a child when a thread that did not survive the fork
+  /// held it, as writer or reader, until clear_poison().
+  [[nodiscard]] bool poisoned() const noexcept
+    requires(P == fork_policy::poison)
+  {
+    const_cast<basic_fork_safe_shared_mutex*>(this)->repair_if_forked();
+    return poisoned_.load(std::memory_order_relaxed);
+  }
+
+  /// poison only: declares the guarded data repaired; locks that vanished
+  /// threads held are dropped. Harmless when not poisoned.
+  void clear_poison() noexcept
+    requires(P == fork_policy::poison)
+  {
+    repair_if_forked();
+    if (!poisoned_.load(std::memory_order_relaxed)) return;
+    drop_vanished_holders();
+    poisoned_.store(false, std::memory_order_relaxed);
+  }
+
+private:
+  // Common entry of every lock call; returns this thread's id.
+  std::uint32_t enter() {
+    if constexpr (quiesce) detail::pass_gate();
+    return try_enter();
+  }
+  std::uint32_t try_enter() {
+    if constexpr (!quiesce) {
+      repair_if_forked();
+      if constexpr (P == fork_policy::poison) {
+        if (FORKSAFE_UNLIKELY(poisoned_.load(std::memory_order_relaxed))) throw fork_poisoned();
+      }
+    }
+    return detail::this_thread_id();
+  }
+
+  bool try_add_reader() noexcept {
+    readers_.fetch_add(1, std::memory_order_seq_cst);
+    if (FORKSAFE_LIKELY(writer_.word(std::memory_order_seq_cst) == 0)) return true;
+    remove_reader(); // a writer came first: step back so it can drain us
+    return false;
+  }
+
+  void remove_reader() noexcept {
+    const std::uint32_t before = readers_.fetch_sub(1, std::memory_order_release);
+    if (FORKSAFE_UNLIKELY((before & writer_waits) != 0 && (before & count_mask) == 1)) {
+      detail::futex_wake(readers_, INT_MAX);
+    }
+  }
+
+  void drain_readers() noexcept {
+    for (;;) {
+      std::uint32_t r = readers_.load(std::memory_order_seq_cst);
+      if ((r & count_mask) == 0) break;
+      if ((r & writer_waits) == 0 &&
+          !readers_.compare_exchange_weak(r, r | writer_waits, std::memory_order_seq_cst)) {
+        continue;
+      }
+      detail::futex_wait(readers_, r | writer_waits);
+    }
+    readers_.fetch_and(count_mask, std::memory_order_relaxed);
+  }
+
+  static void reserve_hold() {
+    if (detail::shared_holds_.count == detail::shared_holds::capacity) {
+      throw std::system_error(ENOLCK, std::generic_category(),
+                              "forksafe: a thread may hold at most 32 fork-safe shared locks at once");
+    }
+  }
+  void record_hold() noexcept {
+    auto& h = detail::shared_holds_;
+    h.held[h.count++] = this;
+    if constexpr (quiesce) ++detail::quiesce_depth_;
+  }
+  void forget_hold() noexcept {
+    auto& h = detail::shared_holds_;
+    for (std::uint32_t i = h.count; i-- > 0;) {
+      if (h.held[i] == this) {
+        h.held[i] = h.held[--h.count];
+        return;
+      }
+    }
+  }
+
+  // reset / poison: on the first use in a child, make the inherited state
+  // describe only what the surviving thread holds (reset), or note that a
+  // vanished thread held it (poison).
+  void repair_if_forked() noexcept {
+    if constexpr (!quiesce) {
+      const auto now = static_cast<std::uint32_t>(fork_generation());
+      std::uint32_t seen = generation_.load(std::memory_order_acquire);
+      while (FORKSAFE_UNLIKELY(seen != now)) {
+        if (seen == repairing) {
+          std::this_thread::yield();
+          seen = generation_.load(std::memory_order_acquire);
+          continue;
+        }
+        if (!generation_.compare_exchange_weak(seen, repairing, std::memory_order_acquire)) continue;
+        if constexpr (P == fork_policy::reset) {
+          drop_vanished_holders();
+        } else {
+          poisoned_.store(vanished_holders(), std::memory_order_relaxed);
+        }
+        generation_.store(now, std::memory_order_release);
+        return;
+      }
+    }
+  }
+
+  std::uint32_t survivor_reads() const noexcept {
+    const detail::shared_holds* h = detail::survivor_holds.load(std::memory_order_relaxed);
+    return h != nullptr ? h->holds_of(this) : 0;
+  }
+  bool vanished_holders() const noexcept {
+    const std::uint32_t owner = writer_.owner();
+    return (owner != 0 && detail::thread_vanished(owner)) ||
+           (readers_.load(std::memory_order_relaxed) & count_mask) > survivor_reads();
+  }
+  void drop_vanished_holders() noexcept {
+    const std::uint32_t owner = writer_.owner();
+    if (owner != 0 && detail::thread_vanished(owner)) writer_.reset_in_child();
+    readers_.store(survivor_reads(), std::memory_order_relaxed);
+  }
+
+  static bool quiesce_ops(detail::quiesce_node& n, detail::quiesce_op op) noexcept {
+    auto& m = reinterpret_cast<basic_fork_safe_shared_mutex&>(n);
+    const std::uint32_t me = detail::this_thread_id();
+    switch (op) {
+    case detail::quiesce_op::try_take: {
+      if (m.writer_.owner() == me) return true; // the forking thread writes: skip
+      const std::uint32_t mine = detail::shared_holds_.holds_of(&m);
+      if (m.writer_.try_lock(me, std::memory_order_seq_cst)) {
+        if ((m.readers_.load(std::memory_order_seq_cst) & count_mask) != mine) {
+          m.writer_.unlock_all();
+          return false;
+        }
+        m.taken_for_fork_ = 1;
+        return true;
+      }
+      // A writer waiting for readers to drain has not entered: if the only
+      // readers are ours, it waits on us, and no critical section runs.
+      if (mine != 0 && (m.readers_.load(std::memory_order_seq_cst) & count_mask) == mine) {
+        m.taken_for_fork_ = 2;
+        return true;
+      }
+      return false;
+    }
+    case detail::quiesce_op::release:
+      if (m.taken_for_fork_ == 1) m.writer_.unlock_all();
+      m.taken_for_fork_ = 0;
+      return true;
+    case detail::quiesce_op::release_child:
+      if (m.taken_for_fork_ != 0) {
+        m.writer_.reset_in_child(); // ours, or a waiting writer that did not survive
+        m.readers_.store(mine_in_child(m), std::memory_order_relaxed);
+      }
+      m.taken_for_fork_ = 0;
+      return true;
+    }
+    return true;
+  }
+  static std::uint32_t mine_in_child(const basic_fork_safe_shared_mutex& m) noexcept {
+    return detail::shared_holds_.holds_of(&m);
+  }
+
+  [[no_unique_address]] std::conditional_t<quiesce, detail::quiesce_node, detail::empty_part> node_{};
+  detail::owner_lock writer_;                       // a writer, or a writer waiting for readers to drain
+  std::atomic<std::uint32_t> readers_{0};           // read locks held; writer_waits flag
+  [[no_unique_address]] std::conditional_t<quiesce, detail::empty_part, std::atomic<std::uint32_t>>
+      generation_{};                                // reset/poison: generation the state describes
+  [[no_unique_address]] std::conditional_t<P == fork_policy::poison, std::atomic<bool>, detail::empty_part>
+      poisoned_{};
+  [[no_unique_address]] std::conditional_t<quiesce, unsigned char, detail::empty_part> taken_for_fork_{};
+};
+
+using fork_safe_shared_mutex = basic_fork_safe_shared_mutex<>;
+
+} // namespace forksafe
+
+#endif // FORKSAFE_FORK_SAFE_MUTEX_HPP

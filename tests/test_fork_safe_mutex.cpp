@@ -1,0 +1,513 @@
+// SPDX-License-Identifier: MIT
+// fork_safe_mutex, fork_safe_shared_mutex, fork_safe_condition_variable:
+// each policy and each row of the policy table, forking for real while other
+// threads hold and contend for the locks, with std:: negative controls.
+
+#include <forksafe/fork_safe_condition_variable.hpp>
+#include <forksafe/fork_safe_mutex.hpp>
+
+#include "support/fork_harness.hpp"
+#include "support/seed_program.hpp"
+
+#include <atomic>             // flags shared with holder threads
+#include <condition_variable> // std::condition_variable_any, the negative control
+#include <mutex>              // lock_guard, unique_lock, scoped_lock
+#include <shared_mutex>       // shared_lock
+#include <thread>             // holders and contenders
+#include <vector>             // thread groups
+
+using namespace std::chrono_literals;
+using forksafe::basic_fork_safe_mutex;
+using forksafe::basic_fork_safe_shared_mutex;
+using forksafe::fork_policy;
+using forksafe_test::kind;
+using forksafe_test::run_in_child;
+
+using quiesce_mutex = basic_fork_safe_mutex<fork_policy::quiesce>;
+using reset_mutex = basic_fork_safe_mutex<fork_policy::reset>;
+using poison_mutex = basic_fork_safe_mutex<fork_policy::poison>;
+using quiesce_shared = basic_fork_safe_shared_mutex<fork_policy::quiesce>;
+using reset_shared = basic_fork_safe_shared_mutex<fork_policy::reset>;
+using poison_shared = basic_fork_safe_shared_mutex<fork_policy::poison>;
+
+// ---- the standard requirements, at compile time ----------------------------
+
+template <class M>
+concept meets_mutex = requires(M m) {
+  m.lock();
+  { m.try_lock() } -> std::same_as<bool>;
+  m.unlock();
+};
+template <class M>
+concept meets_shared_mutex = meets_mutex<M> && requires(M m) {
+  m.lock_shared();
+  { m.try_lock_shared() } -> std::same_as<bool>;
+  m.unlock_shared();
+};
+template <class M>
+constexpr bool identity_only = !std::is_copy_constructible_v<M> && !std::is_move_constructible_v<M> &&
+                               !std::is_copy_assignable_v<M> && !std::is_move_assignable_v<M>;
+
+static_assert(meets_mutex<quiesce_mutex> && meets_mutex<reset_mutex> && meets_mutex<poison_mutex>);
+static_assert(meets_shared_mutex<quiesce_shared> && meets_shared_mutex<reset_shared> &&
+              meets_shared_mutex<poison_shared>);
+static_assert(identity_only<quiesce_mutex> && identity_only<reset_mutex> && identity_only<poison_mutex>);
+static_assert(identity_only<quiesce_shared> && identity_only<forksafe::fork_safe_condition_variable>);
+static_assert(std::is_same_v<forksafe::fork_safe_mutex, quiesce_mutex>);
+static_assert(std::is_same_v<forksafe::fork_safe_shared_mutex, quiesce_shared>);
+static_assert(sizeof(quiesce_mutex) <= sizeof(std::mutex) && sizeof(reset_mutex) <= sizeof(std::mutex) &&
+              sizeof(poison_mutex) <= sizeof(std::mutex));
+static_assert(std::is_base_of_v<std::system_error, forksafe::fork_poisoned>);
+
+template <class M>
+concept has_clear_poison = requires(M m) { m.clear_poison(); };
+static_assert(has_clear_poison<poison_mutex> && has_clear_poison<poison_shared>);
+static_assert(!has_clear_poison<quiesce_mutex> && !has_clear_poison<reset_mutex>);
+
+TEST_CASE_TEMPLATE("fork_safe_mutex: works with lock_guard, unique_lock, scoped_lock and condition_variable_any", M,
+                   quiesce_mutex, reset_mutex, poison_mutex) {
+  M a, b;
+  int counter = 0;
+  {
+    std::lock_guard g(a);
+    CHECK_FALSE(a.try_lock());
+    ++counter;
+  }
+  CHECK(a.try_lock());
+  a.unlock();
+  {
+    std::scoped_lock both(a, b);
+    ++counter;
+  }
+  std::condition_variable_any cv;
+  bool ready = false;
+  std::thread t([&] {
+    std::lock_guard g(a);
+    ready = true;
+    cv.notify_one();
+  });
+  std::unique_lock lk(a);
+  cv.wait(lk, [&] { return ready; });
+  lk.unlock();
+  t.join();
+  CHECK(counter == 2);
+}
+
+TEST_CASE_TEMPLATE("fork_safe_mutex: excludes under contention from 4 threads", M, quiesce_mutex, reset_mutex,
+                   poison_mutex, quiesce_shared, reset_shared, poison_shared) {
+  M m;
+  long counter = 0;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 20000; ++i) {
+        std::lock_guard g(m);
+        ++counter;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(counter == 80000);
+}
+
+// ---- the policy table: a lock another thread holds at fork() ---------------
+
+// A thread that takes `m`, tells it holds it, and keeps it until released.
+template <class M>
+struct holder {
+  M& m;
+  std::atomic<bool> holding{false};
+  std::atomic<bool> release{false};
+  int data_a = 0, data_b = 0; // updated in two steps under the lock
+  std::thread t;
+  explicit holder(M& mutex, std::chrono::microseconds hold_for = 0us) : m(mutex) {
+    t = std::thread([this, hold_for] {
+      m.lock();
+      data_a = 1;
+      holding = true;
+      if (hold_for > 0us) {
+        std::this_thread::sleep_for(hold_for);
+      } else {
+        while (!release) std::this_thread::sleep_for(100us);
+      }
+      data_b = 1;
+      m.unlock();
+    });
+    while (!holding) std::this_thread::yield();
+  }
+  ~holder() {
+    release = true;
+    t.join();
+  }
+};
+
+TEST_CASE_TEMPLATE("quiesce: the fork waits for the critical section; the child gets the lock free and the data whole",
+                   M, quiesce_mutex, quiesce_shared) {
+  M m;
+  holder<M> h(m, 30ms);
+  const auto child = run_in_child([&] {
+    if (!m.try_lock()) return 1;
+    return h.data_a == h.data_b ? 0 : 2; // no update was in progress
+  });
+  CHECK(child.exited_with(0));
+}
+
+TEST_CASE_TEMPLATE("reset: the child gets a lock a vanished thread held as free; the parent's stays held", M,
+                   reset_mutex, reset_shared) {
+  M m;
+  holder<M> h(m);
+  const auto child = run_in_child([&] {
+    if (!m.try_lock()) return 1;
+    m.unlock();
+    m.lock();
+    m.unlock();
+    return h.data_a == 1 && h.data_b == 0 ? 0 : 2; // mid-update, as documented
+  });
+  CHECK(child.exited_with(0));
+  CHECK_FALSE(m.try_lock()); // the parent's holder still has it
+}
+
+TEST_CASE_TEMPLATE("poison: the child's lock and try_lock throw fork_poisoned until clear_poison(); the parent is unaffected",
+                   M, poison_mutex, poison_shared) {
+  M m;
+  holder<M> h(m);
+  const auto child = run_in_child([&] {
+    int thrown = 0;
+    try {
+      m.lock();
+    } catch (const forksafe::fork_poisoned& e) {
+      thrown += e.code() == std::errc::owner_dead ? 1 : 0;
+    }
+    try {
+      (void)m.try_lock();
+    } catch (const forksafe::fork_poisoned&) {
+      ++thrown;
+    }
+    if (thrown != 2 || !m.poisoned()) return 1;
+    m.clear_poison();
+    if (m.poisoned() || !m.try_lock()) return 2;
+    m.unlock();
+    return 0;
+  });
+  CHECK(child.exited_with(0));
+  CHECK_FALSE(m.poisoned());
+  CHECK_FALSE(m.try_lock());
+}
+
+TEST_CASE_TEMPLATE("fork_safe_mutex: a lock the forking thread holds stays held by it in the child and unlocks normally",
+                   M, quiesce_mutex, reset_mutex, poison_mutex, quiesce_shared, reset_shared, poison_shared) {
+  M m;
+  m.lock();
+  const auto child = run_in_child([&] {
+    if (m.try_lock()) return 1; // still held, by this thread
+    m.unlock();
+    if (!m.try_lock()) return 2;
+    m.unlock();
+    return 0;
+  });
+  m.unlock();
+  CHECK(child.exited_with(0));
+}
+
+TEST_CASE_TEMPLATE("fork_safe_mutex: a lock nobody held is simply free in the child", M, quiesce_mutex, reset_mutex,
+                   poison_mutex, quiesce_shared, reset_shared, poison_shared) {
+  M m;
+  const auto child = run_in_child([&] {
+    if (!m.try_lock()) return 1;
+    m.unlock();
+    return 0;
+  });
+  CHECK(child.exited_with(0));
+}
+
+// ---- shared mutex: readers ---------------------------------------------------
+
+template <class M>
+struct reader {
+  M& m;
+  std::atomic<bool> holding{false}, release{false};
+  std::thread t;
+  explicit reader(M& mutex, std::chrono::microseconds hold_for = 0us) : m(mutex) {
+    t = std::thread([this, hold_for] {
+      std::shared_lock lk(m);
+      holding = true;
+      if (hold_for > 0us) {
+        std::this_thread::sleep_for(hold_for);
+      } else {
+        while (!release) std::this_thread::sleep_for(100us);
+      }
+    });
+    while (!holding) std::this_thread::yield();
+  }
+  ~reader() {
+    release = true;
+    t.join();
+  }
+};
+
+TEST_CASE_TEMPLATE("fork_safe_shared_mutex: readers that vanished with the fork never block the child's writer", M,
+                   quiesce_shared, reset_shared) {
+  M m;
+  reader<M> r1(m, 20ms), r2(m, 20ms);
+  const auto child = run_in_child(
+      [&] {
+        m.lock(); // would wait forever for two readers that do not exist here
+        m.unlock();
+        return 0;
+      },
+      5s);
+  CHECK(child.exited_with(0));
+}
+
+TEST_CASE("poison: vanished readers poison a shared mutex in the child") {
+  poison_shared m;
+  reader<poison_shared> r(m);
+  const auto child = run_in_child([&] {
+    try {
+      m.lock_shared();
+      return 1;
+    } catch (const forksafe::fork_poisoned&) {
+    }
+    m.clear_poison();
+    m.lock();
+    m.unlock();
+    return 0;
+  });
+  CHECK(child.exited_with(0));
+}
+
+TEST_CASE_TEMPLATE("fork_safe_shared_mutex: read locks the forking thread holds stay held in the child", M,
+                   quiesce_shared, reset_shared, poison_shared) {
+  M m;
+  m.lock_shared();
+  m.lock_shared();
+  const auto child = run_in_child([&] {
+    if (m.try_lock()) return 1; // two read locks still held
+    m.unlock_shared();
+    if (m.try_lock()) return 2;
+    m.unlock_shared();
+    if (!m.try_lock()) return 3;
+    m.unlock();
+    return 0;
+  });
+  m.unlock_shared();
+  m.unlock_shared();
+  CHECK(child.exited_with(0));
+}
+
+TEST_CASE("quiesce: forking while holding a read lock that a writer waits for does not deadlock") {
+  quiesce_shared m;
+  m.lock_shared();
+  std::atomic<bool> writer_done{false};
+  std::thread writer([&] {
+    m.lock(); // waits for our read lock
+    m.unlock();
+    writer_done = true;
+  });
+  std::this_thread::sleep_for(20ms); // let the writer start waiting
+  const auto child = run_in_child(
+      [&] {
+        m.unlock_shared();
+        if (!m.try_lock()) return 1; // the waiting writer did not survive
+        m.unlock();
+        return 0;
+      },
+      5s);
+  m.unlock_shared();
+  writer.join();
+  CHECK(child.exited_with(0));
+  CHECK(writer_done);
+}
+
+TEST_CASE("fork_safe_shared_mutex: readers share, a writer excludes, past 32 read locks throws ENOLCK") {
+  forksafe::fork_safe_shared_mutex m;
+  m.lock_shared();
+  CHECK(m.try_lock_shared());
+  CHECK_FALSE(m.try_lock());
+  m.unlock_shared();
+  m.unlock_shared();
+  CHECK(m.try_lock());
+  CHECK_FALSE(m.try_lock_shared());
+  m.unlock();
+
+  std::vector<std::unique_ptr<forksafe::fork_safe_shared_mutex>> many;
+  for (int i = 0; i < 33; ++i) many.push_back(std::make_unique<forksafe::fork_safe_shared_mutex>());
+  for (int i = 0; i < 32; ++i) many[static_cast<std::size_t>(i)]->lock_shared();
+  CHECK_THROWS_AS(many[32]->lock_shared(), std::system_error);
+  for (int i = 0; i < 32; ++i) many[static_cast<std::size_t>(i)]->unlock_shared();
+  many[32]->lock_shared();
+  many[32]->unlock_shared();
+}
+
+// ---- the seed's program ported: 300 forks -----------------------------------
+
+TEST_CASE("seed program: with std::mutex the harness catches stuck children (negative control)") {
+  std::mutex m;
+  const auto r = forksafe_test::run_seed_program(m, 300);
+  MESSAGE("std::mutex: ", r.stuck, " of ", r.forks, " children stuck");
+  CHECK(r.stuck > 0);
+  CHECK(r.stuck + r.exited(0) == r.forks);
+}
+
+TEST_CASE_TEMPLATE("seed program: 300 forks, no child stuck", M, quiesce_mutex, reset_mutex, quiesce_shared,
+                   reset_shared) {
+  M m;
+  const auto r = forksafe_test::run_seed_program(m, 300);
+  CHECK(r.stuck == 0);
+  CHECK(r.exited(0) == r.forks);
+}
+
+TEST_CASE_TEMPLATE("seed program: 300 forks with poison, no child stuck and poison observed", M, poison_mutex,
+                   poison_shared) {
+  M m;
+  const auto r = forksafe_test::run_seed_program(m, 300, [&m] {
+    try {
+      m.lock();
+    } catch (const forksafe::fork_poisoned&) {
+      return 3;
+    }
+    m.unlock();
+    return 0;
+  });
+  MESSAGE("poison: ", r.exited(3), " of ", r.forks, " children saw fork_poisoned");
+  CHECK(r.stuck == 0);
+  CHECK(r.exited(3) > 0);
+  CHECK(r.exited(0) + r.exited(3) == r.forks);
+}
+
+// ---- quiesce against lock-order inversion and starvation -------------------
+
+TEST_CASE("quiesce: a thread taking A then B with no pause between rounds: 1,000 forks, no hang") {
+  const auto outcome = run_in_child(
+      [] {
+        forksafe::fork_safe_mutex a, b;
+        std::atomic<bool> stop{false};
+        std::atomic<long> rounds{0};
+        std::thread t([&] {
+          while (!stop.load(std::memory_order_relaxed)) {
+            std::lock_guard la(a);
+            std::lock_guard lb(b); // holds A, wants B
+            rounds.fetch_add(1, std::memory_order_relaxed);
+          }
+        });
+        int bad = 0;
+        for (int i = 0; i < 1000; ++i) {
+          const auto c = run_in_child(
+              [&] {
+                std::scoped_lock both(a, b);
+                return 0;
+              },
+              5s);
+          bad += c.exited_with(0) ? 0 : 1;
+        }
+        stop = true;
+        t.join();
+        return bad == 0 && rounds.load() > 0 ? 0 : 1;
+      },
+      60s);
+  CHECK(outcome.exited_with(0));
+}
+
+// ---- condition variable -----------------------------------------------------
+
+TEST_CASE_TEMPLATE("fork_safe_condition_variable: wait, wait_for, wait_until, notify_one, notify_all", M,
+                   quiesce_mutex, reset_mutex, poison_mutex) {
+  M m;
+  forksafe::fork_safe_condition_variable cv;
+  int stage = 0;
+  std::vector<std::thread> waiters;
+  std::atomic<int> woke{0};
+  for (int i = 0; i < 3; ++i) {
+    waiters.emplace_back([&] {
+      std::unique_lock lk(m);
+      cv.wait(lk, [&] { return stage >= 1; });
+      woke.fetch_add(1);
+    });
+  }
+  std::this_thread::sleep_for(10ms);
+  {
+    std::lock_guard g(m);
+    stage = 1;
+  }
+  cv.notify_all();
+  for (auto& t : waiters) t.join();
+  CHECK(woke == 3);
+
+  std::unique_lock lk(m);
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(cv.wait_for(lk, 20ms) == std::cv_status::timeout);
+  CHECK(std::chrono::steady_clock::now() - t0 >= 20ms);
+  CHECK_FALSE(cv.wait_until(lk, std::chrono::system_clock::now() + 5ms, [] { return false; }));
+  CHECK(cv.wait_for(lk, 1s, [&] { return stage == 1; }));
+
+  std::thread notifier([&] {
+    std::this_thread::sleep_for(5ms);
+    std::lock_guard g(m);
+    stage = 2;
+    cv.notify_one();
+  });
+  CHECK(cv.wait_until(lk, std::chrono::steady_clock::now() + 5s, [&] { return stage == 2; }));
+  lk.unlock();
+  notifier.join();
+}
+
+TEST_CASE("fork_safe_condition_variable: a child never hangs on waiters that existed before the fork") {
+  forksafe::fork_safe_mutex m;
+  auto* cv = new forksafe::fork_safe_condition_variable;
+  bool done = false;
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 3; ++i) {
+    waiters.emplace_back([&] {
+      std::unique_lock lk(m);
+      cv->wait(lk, [&] { return done; });
+    });
+  }
+  std::this_thread::sleep_for(20ms); // all three are waiting
+  const auto child = run_in_child(
+      [&] {
+        cv->notify_one();
+        cv->notify_all();
+        std::unique_lock lk(m);
+        if (cv->wait_for(lk, 10ms) != std::cv_status::timeout) return 1;
+        bool flag = false;
+        std::thread t([&] {
+          std::lock_guard g(m);
+          flag = true;
+          cv->notify_one();
+        });
+        cv->wait(lk, [&] { return flag; });
+        lk.unlock();
+        t.join();
+        delete cv;
+        return 0;
+      },
+      5s);
+  CHECK(child.exited_with(0));
+  {
+    std::lock_guard g(m);
+    done = true;
+  }
+  cv->notify_all();
+  for (auto& t : waiters) t.join();
+  delete cv;
+}
+
+TEST_CASE("std::condition_variable: destroying it in a child with inherited waiters hangs (negative control)") {
+  std::mutex m;
+  auto* cv = new std::condition_variable;
+  bool done = false;
+  std::thread waiter([&] {
+    std::unique_lock lk(m);
+    cv->wait(lk, [&] { return done; });
+  });
+  std::this_thread::sleep_for(20ms);
+  const auto child = run_in_child([&] { delete cv; }, 500ms);
+  CHECK(child.how == kind::timed_out);
+  {
+    std::lock_guard g(m);
+    done = true;
+  }
+  cv->notify_all();
+  waiter.join();
+  delete cv;
+}
