@@ -102,14 +102,19 @@ class atfork_registry;
 namespace detail {
 
 // One registration. Owned by the registry's list; an atfork_handle points at it.
+// The fork path only reads entries: after fork() every page is write-protected
+// in parent and child, and one write per entry would cost a page fault per
+// page (1,000 handlers: +80% on a bare fork). So "prepared" is not stored; it
+// follows from the pass (all-or-nothing), and only the rare changes made from
+// inside a handler write flags.
 struct atfork_entry {
   atfork_prepare prepare;
   std::function<void()> parent;
   std::function<void()> child;
   atfork_entry* prev = nullptr;
   atfork_entry* next = nullptr;
-  bool prepared = false;          // its prepare succeeded in the pass in progress
   bool removed = false;           // removed from inside a handler: unlinked when the fork ends
+  bool unprepared = false;        // removed before its prepare ran: gets no parent/child call
   bool added_during_fork = false; // added from inside a handler: takes part from the next fork on
 };
 
@@ -185,6 +190,7 @@ public:
     auto* e = new detail::atfork_entry{std::move(prepare), std::move(parent), std::move(child)};
     if (forking_thread_) {
       e->added_during_fork = true; // we hold lock_: this thread is running the handlers
+      changed_in_fork_ = true;
       link(e);
     } else {
       lock_.lock(detail::this_thread_id());
@@ -221,13 +227,33 @@ private:
   void remove(detail::atfork_entry* e) noexcept {
     live_.fetch_sub(1, std::memory_order_relaxed);
     if (forking_thread_) {
-      e->removed = true; // unlinked when the fork ends; a prepared entry still gets parent/child
+      // Unlinked when the fork ends. An entry whose prepare already ran in
+      // this pass still gets its parent/child call; one not yet reached never
+      // runs.
+      e->removed = true;
+      e->unprepared = !e->added_during_fork && !prepared_in_this_pass(e);
+      changed_in_fork_ = true;
       return;
     }
     lock_.lock(detail::this_thread_id());
     unlink(e);
     lock_.unlock();
     delete e;
+  }
+
+  // Called on the forking thread only. During a prepare pass the entries
+  // from cursor_ (whose prepare is running) to the newest are prepared; once
+  // the pass has succeeded (cursor_ == nullptr) all of them are.
+  bool prepared_in_this_pass(const detail::atfork_entry* e) const noexcept {
+    if (cursor_ == nullptr) return !e->unprepared;
+    for (const detail::atfork_entry* p = cursor_; p != &head_; p = p->next) {
+      if (p == e) return true;
+    }
+    return false;
+  }
+
+  static bool takes_part(const detail::atfork_entry* e) noexcept {
+    return !e->unprepared && !e->added_during_fork;
   }
 
   // Runs `fn` and ends the process if it throws: unwinding through fork() is undefined.
@@ -249,31 +275,39 @@ private:
   bool prepare_pass() noexcept {
     for (detail::atfork_entry* e = head_.prev; e != &head_; e = e->prev) {
       if (e->removed || e->added_during_fork) continue;
+      cursor_ = e;
       if (!call(e->prepare, "prepare")) {
         for (detail::atfork_entry* p = e->next; p != &head_; p = p->next) {
-          if (!p->prepared) continue;
-          p->prepared = false;
-          if (p->parent) call(p->parent, "parent");
+          if (takes_part(p) && p->parent) call(p->parent, "parent");
         }
+        cursor_ = nullptr;
         return false;
       }
-      e->prepared = true;
     }
+    cursor_ = nullptr;
     return true;
   }
 
-  // Ends a pass or a fork on the forking thread: drops entries removed from
-  // inside handlers and admits entries added there.
-  void settle() noexcept {
+  // Drops entries removed from inside handlers; when the fork is over, also
+  // admits entries added there. Writes entries only if a handler changed any.
+  void settle(bool fork_over) noexcept {
+    if (!changed_in_fork_) return;
+    bool still_flagged = false;
     for (detail::atfork_entry* e = head_.next; e != &head_;) {
       detail::atfork_entry* next = e->next;
-      e->added_during_fork = false;
       if (e->removed) {
         unlink(e);
         delete e;
+      } else if (e->added_during_fork) {
+        if (fork_over) {
+          e->added_during_fork = false;
+        } else {
+          still_flagged = true;
+        }
       }
       e = next;
     }
+    changed_in_fork_ = still_flagged;
   }
 
   static void back_off(unsigned attempt) noexcept {
@@ -294,7 +328,7 @@ private:
       r.lock_.lock(detail::this_thread_id());
       r.forking_thread_ = true;
       if (r.prepare_pass()) break; // lock_ stays held until the parent or child handler
-      r.settle();
+      r.settle(false);
       r.forking_thread_ = false;
       r.lock_.unlock();
       back_off(attempt);
@@ -322,17 +356,17 @@ private:
 
   void run_after_fork(std::function<void()> detail::atfork_entry::*which, const char* name) noexcept {
     for (detail::atfork_entry* e = head_.next; e != &head_; e = e->next) {
-      if (!e->prepared) continue;
-      e->prepared = false;
-      if (e->*which) call(e->*which, name);
+      if (takes_part(e) && e->*which) call(e->*which, name);
     }
-    settle();
+    settle(true);
     forking_thread_ = false;
   }
 
   detail::owner_lock lock_;
   detail::atfork_entry head_; // sentinel of the circular list, oldest first
   std::atomic<std::size_t> live_{0};
+  detail::atfork_entry* cursor_ = nullptr; // the entry whose prepare runs (forking thread only)
+  bool changed_in_fork_ = false;           // a handler added or removed an entry (forking thread only)
   // True while the thread holding lock_ runs handlers. Read unlocked only by
   // the thread that may be that thread; written only under lock_.
   static inline thread_local bool forking_thread_ = false;
