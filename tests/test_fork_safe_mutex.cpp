@@ -408,6 +408,39 @@ TEST_CASE("quiesce: a thread taking A then B with no pause between rounds: 1,000
   CHECK(outcome.exited_with(0));
 }
 
+// A handler registered while the program starts is older than the quiesce
+// domain (created with the first quiesce lock), so its prepare runs after the
+// domain has taken every quiesce lock for the fork: a window in which another
+// thread can block on a lock held under the fork's tag.
+std::atomic<bool> slow_prepare_armed{false};
+std::atomic<bool> in_slow_prepare{false};
+const forksafe::atfork_handle slow_prepare = forksafe::atfork_registry::instance().add(
+    [] {
+      if (!slow_prepare_armed) return;
+      in_slow_prepare = true;
+      std::this_thread::sleep_for(50ms);
+    },
+    nullptr, nullptr);
+
+TEST_CASE_TEMPLATE("quiesce: a thread blocked on a lock taken for the fork gets it once fork() returns", M,
+                   quiesce_mutex, quiesce_shared) {
+  M m;
+  std::atomic<bool> got_it{false};
+  slow_prepare_armed = true;
+  std::thread t([&] {
+    while (!in_slow_prepare) std::this_thread::yield();
+    std::lock_guard g(m); // taken under the fork's tag right now
+    got_it = true;
+  });
+  const auto child = run_in_child([&] { return m.try_lock() ? 0 : 1; });
+  slow_prepare_armed = false;
+  in_slow_prepare = false;
+  for (int i = 0; i < 5000 && !got_it; ++i) std::this_thread::sleep_for(1ms); // a hang shows as false
+  CHECK(got_it);
+  t.join();
+  CHECK(child.exited_with(0));
+}
+
 // ---- condition variable -----------------------------------------------------
 
 TEST_CASE_TEMPLATE("fork_safe_condition_variable: wait, wait_for, wait_until, notify_one, notify_all", M,

@@ -55,7 +55,7 @@
 #include <cstdint>      // std::uint32_t
 #include <system_error> // fork_poisoned, ENOLCK
 #include <thread>       // std::this_thread::yield
-#include <type_traits>  // std::conditional_t
+#include <type_traits>  // std::conditional_t, std::is_standard_layout_v
 
 namespace forksafe {
 
@@ -79,14 +79,16 @@ public:
 };
 
 namespace detail {
-struct empty_part {};
+template <int N>
+struct empty_part {}; // distinct types, so [[no_unique_address]] members can share an address
 
-// Throws for poison, takes over for reset, waits otherwise.
+// quiesce: fork tags (quiesce_hook). reset: take over from a vanished owner.
+// poison: throw for a vanished owner. Otherwise wait.
 template <fork_policy P>
 struct vanished_owner_hook {
   contended_action operator()(std::uint32_t owner) const {
     if constexpr (P == fork_policy::quiesce) {
-      return contended_action::wait;
+      return quiesce_hook{}(owner);
     } else {
       if (!thread_vanished(owner)) return contended_action::wait;
       if constexpr (P == fork_policy::poison) throw fork_poisoned();
@@ -154,15 +156,9 @@ public:
   /// held by a vanished thread is free for reset, and throws for poison.
   [[nodiscard]] bool try_lock() noexcept(!(P == fork_policy::poison)) {
     const std::uint32_t me = detail::this_thread_id();
-    if (FORKSAFE_LIKELY(lock_.try_lock(me))) {
+    if (FORKSAFE_LIKELY(lock_.try_lock(me)) || take_over_if_free(me)) {
       if constexpr (quiesce) ++detail::quiesce_depth_;
       return true;
-    }
-    if constexpr (!quiesce) {
-      const std::uint32_t owner = lock_.owner();
-      if (owner != 0 && detail::vanished_owner_hook<P>{}(owner) == detail::contended_action::take_over) {
-        return lock_.take_over(owner, me);
-      }
     }
     return false;
   }
@@ -188,33 +184,46 @@ public:
     requires(P == fork_policy::poison)
   {
     const std::uint32_t owner = lock_.owner();
-    if (owner != 0 && detail::thread_vanished(owner)) lock_.release_vanished(owner);
+    if (owner != 0 && detail::thread_vanished(owner)) lock_.release_if_owner(owner);
   }
 
 private:
-  // The quiesce list's view of this mutex (node_ is the first member, so the
-  // node's address is the mutex's).
+  // try_lock found it taken: it is still free to take if held by a stale fork
+  // tag (quiesce) or a vanished thread (reset); poison throws for the latter.
+  bool take_over_if_free(std::uint32_t me) {
+    const std::uint32_t owner = lock_.owner();
+    if (owner == 0) return false;
+    if constexpr (quiesce) {
+      return detail::stale_fork_tag(owner) && lock_.take_over(owner, me);
+    } else {
+      return detail::vanished_owner_hook<P>{}(owner) == detail::contended_action::take_over &&
+             lock_.take_over(owner, me);
+    }
+  }
+
+  // The quiesce list's view of this mutex (node_ is the first member of a
+  // standard-layout class, so the node's address is the mutex's).
   static bool quiesce_ops(detail::quiesce_node& n, detail::quiesce_op op) noexcept {
+    static_assert(std::is_standard_layout_v<basic_fork_safe_mutex>);
     auto& m = reinterpret_cast<basic_fork_safe_mutex&>(n);
+    const std::uint32_t tag = detail::quiesce_domain::current_tag();
+    const std::uint32_t owner = m.lock_.owner();
     switch (op) {
     case detail::quiesce_op::try_take:
-      if (m.lock_.owner() == detail::this_thread_id()) return true; // the forking thread's own: skip
-      if (!m.lock_.try_lock(detail::this_thread_id())) return false;
-      m.taken_for_fork_ = true;
+      if (owner == detail::this_thread_id()) return true; // the forking thread's own: skip
+      if (owner == 0) return m.lock_.try_lock(tag);
+      return detail::stale_fork_tag(owner) && m.lock_.replace_owner(owner, tag);
+    case detail::quiesce_op::give_back:
+      if (owner == tag) m.lock_.unlock();
       return true;
-    case detail::quiesce_op::release:
-      if (m.taken_for_fork_) m.taken_for_fork_ = false, m.lock_.unlock();
-      return true;
-    case detail::quiesce_op::release_child:
-      if (m.taken_for_fork_) m.taken_for_fork_ = false, m.lock_.reset_in_child();
+    case detail::quiesce_op::fix_child:
       return true;
     }
     return true;
   }
 
-  [[no_unique_address]] std::conditional_t<quiesce, detail::quiesce_node, detail::empty_part> node_{};
+  [[no_unique_address]] std::conditional_t<quiesce, detail::quiesce_node, detail::empty_part<0>> node_{};
   detail::owner_lock lock_;
-  [[no_unique_address]] std::conditional_t<quiesce, bool, detail::empty_part> taken_for_fork_{};
 };
 
 using fork_safe_mutex = basic_fork_safe_mutex<>;
@@ -261,7 +270,11 @@ public:
   /// poison: throws fork_poisoned in a child if a vanished thread held it.
   void lock() {
     const std::uint32_t me = enter();
-    writer_.lock(me);
+    if constexpr (quiesce) {
+      writer_.lock(me, detail::quiesce_hook{});
+    } else {
+      writer_.lock(me); // vanished owners were dealt with on entry (repair_if_forked)
+    }
     std::atomic_thread_fence(std::memory_order_seq_cst); // pairs with a reader's increment-then-check
     drain_readers();
     if constexpr (quiesce) ++detail::quiesce_depth_;
@@ -269,7 +282,7 @@ public:
 
   [[nodiscard]] bool try_lock() {
     const std::uint32_t me = try_enter();
-    if (!writer_.try_lock(me, std::memory_order_seq_cst)) return false;
+    if (!writer_.try_lock(me, std::memory_order_seq_cst) && !take_stale_writer(me)) return false;
     if ((readers_.load(std::memory_order_seq_cst) & count_mask) != 0) {
       writer_.unlock_all();
       return false;
@@ -293,7 +306,7 @@ public:
     for (;;) {
       const std::uint32_t w = writer_.word(std::memory_order_seq_cst);
       if (w != 0) {
-        writer_.wait_while(w);
+        wait_for_writer(w);
         continue;
       }
       if (try_add_reader()) break;
@@ -304,6 +317,10 @@ public:
   [[nodiscard]] bool try_lock_shared() {
     try_enter();
     reserve_hold();
+    if constexpr (quiesce) {
+      const std::uint32_t owner = writer_.owner();
+      if (detail::stale_fork_tag(owner)) writer_.release_if_owner(owner, INT_MAX);
+    }
     if (writer_.word(std::memory_order_seq_cst) != 0 || !try_add_reader()) return false;
     record_hold();
     return true;
@@ -350,6 +367,30 @@ private:
       }
     }
     return detail::this_thread_id();
+  }
+
+  // A reader found the writer word taken.
+  void wait_for_writer(std::uint32_t w) noexcept {
+    if constexpr (quiesce) {
+      const std::uint32_t owner = w >> 1;
+      if (detail::is_fork_tag(owner)) {
+        // Waits for the fork in progress to end, or frees a stale tag.
+        if (detail::quiesce_hook{}(owner) == detail::contended_action::take_over) {
+          writer_.release_if_owner(owner, INT_MAX);
+        }
+        return;
+      }
+    }
+    writer_.wait_while(w);
+  }
+
+  bool take_stale_writer(std::uint32_t me) noexcept {
+    if constexpr (quiesce) {
+      const std::uint32_t owner = writer_.owner();
+      return detail::stale_fork_tag(owner) && writer_.take_over(owner, me);
+    } else {
+      return false;
+    }
   }
 
   bool try_add_reader() noexcept {
@@ -440,55 +481,60 @@ private:
     readers_.store(survivor_reads(), std::memory_order_relaxed);
   }
 
+  // The quiesce list's view of this mutex. Taken for the fork: the writer
+  // word holds the fork tag and the only readers are the forking thread's.
+  // A writer that waits for the forking thread's read locks to drain has not
+  // entered either: then the writer word keeps its (parent-side) owner, and
+  // the child, where that writer does not exist, repairs it in fix_child.
   static bool quiesce_ops(detail::quiesce_node& n, detail::quiesce_op op) noexcept {
+    static_assert(std::is_standard_layout_v<basic_fork_safe_shared_mutex>);
     auto& m = reinterpret_cast<basic_fork_safe_shared_mutex&>(n);
-    const std::uint32_t me = detail::this_thread_id();
+    const std::uint32_t tag = detail::quiesce_domain::current_tag();
     switch (op) {
     case detail::quiesce_op::try_take: {
-      if (m.writer_.owner() == me) return true; // the forking thread writes: skip
+      if (m.taken_for_fork_ != 0) m.taken_for_fork_ = 0;
+      const std::uint32_t owner = m.writer_.owner();
+      if (owner == detail::this_thread_id()) return true; // the forking thread writes: skip
       const std::uint32_t mine = detail::shared_holds_.holds_of(&m);
-      if (m.writer_.try_lock(me, std::memory_order_seq_cst)) {
-        if ((m.readers_.load(std::memory_order_seq_cst) & count_mask) != mine) {
-          m.writer_.unlock_all();
-          return false;
-        }
-        m.taken_for_fork_ = 1;
-        return true;
+      const bool taken = owner == 0 ? m.writer_.try_lock(tag, std::memory_order_seq_cst)
+                                    : detail::stale_fork_tag(owner) && m.writer_.replace_owner(owner, tag);
+      if (taken) {
+        std::atomic_thread_fence(std::memory_order_seq_cst); // pairs with a reader's increment-then-check
+        if ((m.readers_.load(std::memory_order_seq_cst) & count_mask) == mine) return true;
+        m.writer_.unlock_all();
+        return false;
       }
-      // A writer waiting for readers to drain has not entered: if the only
-      // readers are ours, it waits on us, and no critical section runs.
-      if (mine != 0 && (m.readers_.load(std::memory_order_seq_cst) & count_mask) == mine) {
-        m.taken_for_fork_ = 2;
+      if (mine != 0 && !detail::is_fork_tag(owner) &&
+          (m.readers_.load(std::memory_order_seq_cst) & count_mask) == mine) {
+        m.taken_for_fork_ = 1; // a writer waits on our read locks
+        detail::quiesce_domain::instance().needs_child_fix();
         return true;
       }
       return false;
     }
-    case detail::quiesce_op::release:
-      if (m.taken_for_fork_ == 1) m.writer_.unlock_all();
-      m.taken_for_fork_ = 0;
+    case detail::quiesce_op::give_back:
+      if (m.writer_.owner() == tag) m.writer_.unlock_all();
+      if (m.taken_for_fork_ != 0) m.taken_for_fork_ = 0;
       return true;
-    case detail::quiesce_op::release_child:
+    case detail::quiesce_op::fix_child:
       if (m.taken_for_fork_ != 0) {
-        m.writer_.reset_in_child(); // ours, or a waiting writer that did not survive
-        m.readers_.store(mine_in_child(m), std::memory_order_relaxed);
+        m.taken_for_fork_ = 0;
+        m.writer_.reset_in_child(); // the waiting writer did not survive
+        m.readers_.store(detail::shared_holds_.holds_of(&m), std::memory_order_relaxed);
       }
-      m.taken_for_fork_ = 0;
       return true;
     }
     return true;
   }
-  static std::uint32_t mine_in_child(const basic_fork_safe_shared_mutex& m) noexcept {
-    return detail::shared_holds_.holds_of(&m);
-  }
 
-  [[no_unique_address]] std::conditional_t<quiesce, detail::quiesce_node, detail::empty_part> node_{};
+  [[no_unique_address]] std::conditional_t<quiesce, detail::quiesce_node, detail::empty_part<0>> node_{};
   detail::owner_lock writer_;                       // a writer, or a writer waiting for readers to drain
   std::atomic<std::uint32_t> readers_{0};           // read locks held; writer_waits flag
-  [[no_unique_address]] std::conditional_t<quiesce, detail::empty_part, std::atomic<std::uint32_t>>
+  [[no_unique_address]] std::conditional_t<quiesce, detail::empty_part<1>, std::atomic<std::uint32_t>>
       generation_{};                                // reset/poison: generation the state describes
-  [[no_unique_address]] std::conditional_t<P == fork_policy::poison, std::atomic<bool>, detail::empty_part>
+  [[no_unique_address]] std::conditional_t<P == fork_policy::poison, std::atomic<bool>, detail::empty_part<2>>
       poisoned_{};
-  [[no_unique_address]] std::conditional_t<quiesce, unsigned char, detail::empty_part> taken_for_fork_{};
+  [[no_unique_address]] std::conditional_t<quiesce, unsigned char, detail::empty_part<3>> taken_for_fork_{};
 };
 
 using fork_safe_shared_mutex = basic_fork_safe_shared_mutex<>;

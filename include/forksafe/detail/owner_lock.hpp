@@ -22,7 +22,11 @@
 namespace forksafe::detail {
 
 /// What a contended lock() should do, as decided by a policy hook.
-enum class contended_action { wait, take_over };
+enum class contended_action {
+  wait,      ///< wait on the lock word
+  take_over, ///< the owner does not hold it any more: take it from them
+  retry,     ///< the hook already waited elsewhere: look again
+};
 
 struct wait_always {
   contended_action operator()(std::uint32_t /*owner*/) const noexcept { return contended_action::wait; }
@@ -58,7 +62,7 @@ public:
   /// The owner's id, 0 when free. Racy unless the caller is the owner: best effort.
   [[nodiscard]] std::uint32_t owner() const noexcept { return word_.load(std::memory_order_relaxed) >> 1; }
 
-  /// Takes the lock over from `observed_owner` (who must not exist any more).
+  /// Takes the lock over from `observed_owner` (who no longer holds it).
   /// The waiters bit is kept set, so a waiter that arrived after the fork is
   /// still woken at unlock. Returns false if the word changed meanwhile.
   bool take_over(std::uint32_t observed_owner, std::uint32_t me) noexcept {
@@ -93,13 +97,23 @@ public:
   /// in which no other thread can be using this lock yet.
   void reset_in_child() noexcept { word_.store(0, std::memory_order_relaxed); }
 
-  /// Frees a lock whose owner vanished, waking a waiter. Returns false if the
-  /// word no longer names `observed_owner`.
-  bool release_vanished(std::uint32_t observed_owner) noexcept {
+  /// Replaces owner `observed_owner` with `new_owner` (keeping the waiters
+  /// bit), e.g. to take a lock whose owner is a stale fork tag.
+  bool replace_owner(std::uint32_t observed_owner, std::uint32_t new_owner) noexcept {
+    std::uint32_t w = word_.load(std::memory_order_relaxed);
+    if ((w >> 1) != observed_owner) return false;
+    return word_.compare_exchange_strong(w, (new_owner << 1) | (w & waiters_bit), std::memory_order_acquire,
+                                         std::memory_order_relaxed);
+  }
+
+  /// Frees a lock whose owner no longer holds it (vanished, or a stale fork
+  /// tag), waking up to `wake` waiters. Returns false if the word no longer
+  /// names `observed_owner`.
+  bool release_if_owner(std::uint32_t observed_owner, int wake = 1) noexcept {
     std::uint32_t w = word_.load(std::memory_order_relaxed);
     if ((w >> 1) != observed_owner || observed_owner == 0) return false;
     if (!word_.compare_exchange_strong(w, 0, std::memory_order_release, std::memory_order_relaxed)) return false;
-    futex_wake(word_, 1);
+    if (w & waiters_bit) futex_wake(word_, wake);
     return true;
   }
 
@@ -116,10 +130,12 @@ private:
         }
         continue;
       }
-      if (hook(w >> 1) == contended_action::take_over) {
+      const contended_action action = hook(w >> 1);
+      if (action == contended_action::take_over) {
         if (take_over(w >> 1, me)) return;
         continue;
       }
+      if (action == contended_action::retry) continue;
       if ((w & waiters_bit) == 0 &&
           !word_.compare_exchange_weak(w, w | waiters_bit, std::memory_order_relaxed)) {
         continue;

@@ -22,8 +22,9 @@
 namespace forksafe::detail {
 
 // Process-unique (see FORKSAFE_PROCESS_UNIQUE): one counter for every shared
-// library of the program. Ids are 31 bits (lock words keep a flag beside
-// them); a process would need 2^31 threads over its life to wrap.
+// library of the program. Ids are 30 bits (lock words keep a flag beside
+// them, and ids from 2^30 up mark locks taken for a fork); a process would
+// need 2^30 threads over its life to wrap.
 FORKSAFE_PROCESS_UNIQUE inline std::atomic<std::uint32_t> next_thread_id{1};
 FORKSAFE_PROCESS_UNIQUE inline thread_local std::uint32_t this_thread_id_{0};
 // Set in a child by the registry: ids below first_id_of_generation, other
@@ -51,11 +52,11 @@ FORKSAFE_PROCESS_UNIQUE inline thread_local shared_holds shared_holds_{};
 FORKSAFE_PROCESS_UNIQUE inline std::atomic<const shared_holds*> survivor_holds{nullptr};
 
 FORKSAFE_NOINLINE inline std::uint32_t assign_thread_id() noexcept {
-  this_thread_id_ = next_thread_id.fetch_add(1, std::memory_order_relaxed) & 0x7fffffffU;
+  this_thread_id_ = next_thread_id.fetch_add(1, std::memory_order_relaxed) & 0x3fffffffU;
   return this_thread_id_;
 }
 
-/// This thread's id: non-zero, 31 bits, stable across fork() for the survivor.
+/// This thread's id: non-zero, 30 bits, stable across fork() for the survivor.
 inline std::uint32_t this_thread_id() noexcept {
   const std::uint32_t id = this_thread_id_;
   return FORKSAFE_LIKELY(id != 0) ? id : assign_thread_id();
