@@ -28,5 +28,9 @@ for dir in "${configs[@]}"; do
   echo "==> testing $dir"
   meson test -C "$dir" --print-errorlogs --num-processes 2 >"$dir.test.log" 2>&1 || { status=1; tail -80 "$dir.test.log"; }
 done
+# The benchmarks, shrunk (--smoke): proves they build and run; their figures
+# come from full runs by hand (see README).
+echo "==> benchmark smoke run (build/gcc)"
+meson test -C build/gcc --benchmark >build/gcc.bench.log 2>&1 || { status=1; tail -40 build/gcc.bench.log; }
 python3 tools/count_results.py "${configs[@]}"
 exit $status
