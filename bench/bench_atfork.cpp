@@ -12,44 +12,31 @@
 #include "fork_latency.hpp"
 
 #include <cstdio> // std::printf
-#include <vector> // handles, samples
+#include <memory> // what a configuration keeps alive
+#include <vector> // handles
+
+namespace {
+// Registers `n` no-op entries for as long as the returned object lives.
+std::shared_ptr<void> no_op_handlers(std::size_t n) {
+  auto handles = std::make_shared<std::vector<forksafe::atfork_handle>>();
+  for (std::size_t i = 0; i < n; ++i) handles->push_back(forksafe::atfork_registry::instance().add([] {}, [] {}, [] {}));
+  return handles;
+}
+} // namespace
 
 int main(int argc, char** argv) {
-  const bool smoke = bench::smoke(argc, argv);
-  const std::size_t rounds = bench::size(smoke, 40, 2);
-  const std::size_t per_round = bench::size(smoke, 50, 5);
-  const std::size_t handler_counts[] = {0, 10, 1000};
-
-  std::vector<double> bare;
-  std::vector<std::vector<double>> with(3);
-  for (std::size_t r = 0; r < rounds; ++r) {
-    for (std::size_t i = 0; i < per_round; ++i) bare.push_back(bench::time_ns([] { bench::fork_and_reap(bench::bare_fork); }));
-    for (std::size_t c = 0; c < 3; ++c) {
-      std::vector<forksafe::atfork_handle> handles;
-      for (std::size_t h = 0; h < handler_counts[c]; ++h) {
-        handles.push_back(forksafe::atfork_registry::instance().add([] {}, [] {}, [] {}));
-      }
-      for (std::size_t i = 0; i < per_round; ++i) {
-        with[c].push_back(bench::time_ns([] { bench::fork_and_reap(bench::plain_fork); }));
-      }
-    }
-  }
-  bench::title("atfork_registry: fork + _exit + waitpid latency (µs)");
-  const auto anchor = bench::summarize(bare);
-  bench::row("bare fork (_Fork, no handlers)", anchor, "us", 1e3);
-  const char* names[] = {"fork(), registry with 0 handlers", "fork(), registry with 10 handlers",
-                         "fork(), registry with 1,000 handlers"};
-  std::vector<bench::stats> s;
-  for (std::size_t c = 0; c < 3; ++c) {
-    s.push_back(bench::summarize(with[c]));
-    bench::row(names[c], s.back(), "us", 1e3, &anchor);
-  }
+  const auto s = bench::fork_latency_table(
+      "atfork_registry: fork + _exit + waitpid latency (µs)",
+      {{"fork(), registry with 0 handlers", [] { return no_op_handlers(0); }},
+       {"fork(), registry with 10 handlers", [] { return no_op_handlers(10); }},
+       {"fork(), registry with 1,000 handlers", [] { return no_op_handlers(1000); }}},
+      bench::smoke(argc, argv));
   // What the handlers themselves add, over what the registry costs empty
   // (its lock, and glibc's fork() over _Fork()), relative to a bare fork.
-  const double added = (s[2].median - s[0].median) / anchor.median;
+  const double added = (s[3].median - s[1].median) / s[0].median;
   std::printf("  1,000 handlers add %.1f%% to a bare fork (%.1f ns per handler) [target <= 10%%]\n", added * 100,
-              (s[2].median - s[0].median) / 1000);
+              (s[3].median - s[1].median) / 1000);
   std::printf("  the empty registry adds %.1f%% (glibc's fork() itself is ~3%% over _Fork())\n",
-              (s[0].median / anchor.median - 1) * 100);
+              (s[1].median / s[0].median - 1) * 100);
   return 0;
 }

@@ -155,28 +155,15 @@ using r_mutex = basic_fork_safe_mutex<fork_policy::reset>;
 using p_mutex = basic_fork_safe_mutex<fork_policy::poison>;
 
 void fork_with_live_mutexes(bool smoke) {
-  const std::size_t rounds = bench::size(smoke, 30, 2);
-  const std::size_t per_round = bench::size(smoke, 40, 3);
-  const std::size_t counts[] = {0, 1000, 10000};
-  std::vector<double> bare;
-  std::vector<std::vector<double>> with(3);
-  for (std::size_t r = 0; r < rounds; ++r) {
-    for (std::size_t i = 0; i < per_round; ++i) bare.push_back(bench::time_ns([] { bench::fork_and_reap(bench::bare_fork); }));
-    for (std::size_t c = 0; c < 3; ++c) {
-      std::unique_ptr<q_mutex[]> live(counts[c] ? new q_mutex[counts[c]] : nullptr);
-      for (std::size_t i = 0; i < per_round; ++i) {
-        with[c].push_back(bench::time_ns([] { bench::fork_and_reap(bench::plain_fork); }));
-      }
-    }
-  }
-  bench::title("fork + _exit + waitpid with live quiesce mutexes (µs)");
-  const auto anchor = bench::summarize(bare);
-  bench::row("bare fork (_Fork, no handlers)", anchor, "us", 1e3);
-  const char* names[] = {"fork(), 0 live quiesce mutexes", "fork(), 1,000 live quiesce mutexes",
-                         "fork(), 10,000 live quiesce mutexes"};
-  for (std::size_t c = 0; c < 3; ++c) {
-    bench::row(names[c], bench::summarize(with[c]), "us", 1e3, &anchor, c == 2 ? "ratio <= 2.0" : "");
-  }
+  auto live = [](std::size_t n) {
+    return [n]() -> std::shared_ptr<void> { return n ? std::shared_ptr<q_mutex[]>(new q_mutex[n]) : nullptr; };
+  };
+  const auto s = bench::fork_latency_table("fork + _exit + waitpid with live quiesce mutexes (µs)",
+                                           {{"fork(), 0 live quiesce mutexes", live(0)},
+                                            {"fork(), 1,000 live quiesce mutexes", live(1000)},
+                                            {"fork(), 10,000 live quiesce mutexes", live(10000)}},
+                                           smoke);
+  std::printf("  10,000 live quiesce mutexes: ratio %.3f [target <= 2.0]\n", s[3].median / s[0].median);
 }
 
 } // namespace

@@ -90,15 +90,7 @@ int main() {
   run_policy<forksafe::basic_fork_safe_mutex<forksafe::fork_policy::reset>>("fork_safe_mutex (reset)");
   {
     forksafe::basic_fork_safe_mutex<forksafe::fork_policy::poison> m;
-    const auto p = forksafe_test::run_seed_program(m, forks, [&m] {
-      try {
-        m.lock();
-      } catch (const forksafe::fork_poisoned&) {
-        return 3;
-      }
-      m.unlock();
-      return 0;
-    });
+    const auto p = forksafe_test::run_seed_program(m, forks, forksafe_test::lock_or_report_poison(m));
     char note[96];
     std::snprintf(note, sizeof note, "; %d saw fork_poisoned", p.exited(3));
     show("fork_safe_mutex (poison)", p, note);

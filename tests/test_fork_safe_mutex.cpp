@@ -360,15 +360,7 @@ TEST_CASE_TEMPLATE("seed program: 300 forks, no child stuck", M, quiesce_mutex, 
 TEST_CASE_TEMPLATE("seed program: 300 forks with poison, no child stuck and poison observed", M, poison_mutex,
                    poison_shared) {
   M m;
-  const auto r = forksafe_test::run_seed_program(m, 300, [&m] {
-    try {
-      m.lock();
-    } catch (const forksafe::fork_poisoned&) {
-      return 3;
-    }
-    m.unlock();
-    return 0;
-  });
+  const auto r = forksafe_test::run_seed_program(m, 300, forksafe_test::lock_or_report_poison(m));
   MESSAGE("poison: ", r.exited(3), " of ", r.forks, " children saw fork_poisoned");
   CHECK(r.stuck == 0);
   CHECK(r.exited(3) > 0);

@@ -19,6 +19,7 @@
 #include <atomic>  // stop flag
 #include <chrono>  // hold, gap, deadline
 #include <random>  // fork phase
+#include <system_error> // fork_poisoned's base
 #include <thread>  // the lock-holding thread
 #include <vector>  // children in flight
 
@@ -75,6 +76,21 @@ seed_report run_seed_program(Mutex& m, int forks, ChildBody child_body,
     }
   }
   return report;
+}
+
+/// A child for poison-policy mutexes: exits 0 after lock and unlock, or
+/// `poisoned_code` if lock() threw fork_poisoned.
+template <class Mutex>
+auto lock_or_report_poison(Mutex& m, int poisoned_code = 3) {
+  return [&m, poisoned_code] {
+    try {
+      m.lock();
+    } catch (const std::system_error&) { // fork_poisoned; this header does not depend on forksafe's mutexes
+      return poisoned_code;
+    }
+    m.unlock();
+    return 0;
+  };
 }
 
 /// The seed's child: lock, unlock, exit 0.
