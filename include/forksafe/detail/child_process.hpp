@@ -25,6 +25,10 @@
 #include <csignal>      // sigset_t, SIGKILL, signal names
 #include <cstdio>       // fflush, ftrylockfile
 #include <exception>    // std::terminate
+#include <iostream>     // std::cout, std::clog, std::cerr: flushed around fork
+#include <iterator>     // std::size
+#include <ostream>      // std::ostream
+#include <streambuf>    // std::streambuf: is output waiting in a C++ stream?
 #include <string>       // signal_name fallback
 #include <system_error> // std::system_error
 #include <type_traits>  // std::is_void_v
@@ -37,6 +41,16 @@
 
 #if defined(__linux__)
 #include <sys/syscall.h> // SYS_pidfd_open, SYS_pidfd_send_signal
+#endif
+
+#if defined(__has_include)
+#if __has_include(<stdio_ext.h>)
+#include <stdio_ext.h> // __fpending: is output waiting in a FILE, read without writing to it
+#define FORKSAFE_HAS_FPENDING 1
+#endif
+#endif
+#ifndef FORKSAFE_HAS_FPENDING
+#define FORKSAFE_HAS_FPENDING 0
 #endif
 
 namespace forksafe::detail {
@@ -109,18 +123,93 @@ struct spawn_options {
   /// SIG_DFL in the child, so a crash ends the child with that signal instead
   /// of running a handler inherited from the parent (a test framework's, say).
   bool default_crash_handlers = true;
+  /// Reset every signal with a handler installed (not only crash signals) to
+  /// SIG_DFL in the child; ignored signals stay ignored. For a child that is
+  /// a process of its own rather than a part of its parent: a process_pool
+  /// worker, or a test body, whose SIGTERM must not run the parent's (or the
+  /// test framework's) handler.
+  bool default_all_handlers = false;
   /// Exit code of a child whose callable let an exception escape.
   int exit_code_on_exception = 125;
 };
 
-/// Flush stdout and stderr in a forked child without risking a hang: a stream
-/// locked by a thread that did not survive fork() is skipped.
+/// Flushes a C++ stream, swallowing the exception a stream with exceptions()
+/// set may throw: a failed flush must not stop a fork or a child's _exit.
+inline void flush_quietly(std::ostream& s) noexcept {
+  try {
+    s.flush();
+  } catch (...) {
+    // The stream's state records the failure; its owner sees it there.
+  }
+}
+
+// Whether a stream holds output it has not written yet, found by reading
+// only: in a forked child the first write to a page copies it (about 15 us
+// per page on a small VM), so the child's flush must not touch streams that
+// have nothing to flush (the common case) and cost every fork_call that much.
+inline bool has_pending_output(FILE* f) noexcept {
+#if defined(__GLIBC__)
+  // What glibc's __fpending computes, inline: calling it would fault in one
+  // more page of libc's code in the child.
+  return f->_IO_write_ptr > f->_IO_write_base;
+#elif FORKSAFE_HAS_FPENDING
+  return __fpending(f) > 0;
+#else
+  (void)f;
+  return true; // cannot tell without writing: flush
+#endif
+}
+
+struct streambuf_peek : std::streambuf {
+  // A std::streambuf whose put area is not empty. Reads pptr() and pbase()
+  // through a pointer to member formed in a derived class (protected access).
+  static bool has_pending_output(std::streambuf* b) noexcept {
+    if (b == nullptr) return false;
+    char* (std::streambuf::*next)() const = &streambuf_peek::pptr;
+    char* (std::streambuf::*begin)() const = &streambuf_peek::pbase;
+    return (b->*next)() != (b->*begin)();
+  }
+};
+
+/// Flush std::cout, std::clog, std::cerr and every C stdio stream in the
+/// parent before fork(), so the child does not inherit unwritten output and
+/// print it a second time. The C++ streams go first: detached from stdio
+/// (sync_with_stdio(false)) they hold output in their own buffers. A C++
+/// stream with nothing in its put area (always so while synchronised with
+/// stdio, the default) is skipped: its flush would only flush stdout again
+/// and write to one more page that the last fork made copy-on-write. A
+/// detached stream is not thread-safe, so it must not be written to by
+/// another thread while a thread forks.
+inline void flush_stdio_in_parent() noexcept {
+  for (std::ostream* s : {&std::cout, &std::clog, &std::cerr}) {
+    if (streambuf_peek::has_pending_output(s->rdbuf())) flush_quietly(*s);
+  }
+  std::fflush(nullptr);
+}
+
+/// Flush std::cout, std::clog, std::cerr, stdout and stderr in a forked child
+/// without risking a hang: a FILE locked by a thread that did not survive
+/// fork() is skipped, and so is the C++ stream that writes into it (flushing
+/// a synchronised std::cout locks stdout). FILE locks are recursive, so the
+/// C++ flush runs under the lock taken here. A stream with nothing waiting is
+/// not touched at all (see has_pending_output); a stream buffer that keeps
+/// output outside its put area is therefore not flushed.
 inline void flush_stdio_in_child() noexcept {
-  for (FILE* f : {stdout, stderr}) {
-    if (ftrylockfile(f) == 0) {
-      fflush_unlocked(f);
-      funlockfile(f);
+  const bool cout_waits = streambuf_peek::has_pending_output(std::cout.rdbuf());
+  const bool cerr_waits = streambuf_peek::has_pending_output(std::clog.rdbuf()) ||
+                          streambuf_peek::has_pending_output(std::cerr.rdbuf());
+  if ((cout_waits || has_pending_output(stdout)) && ftrylockfile(stdout) == 0) {
+    if (cout_waits) flush_quietly(std::cout);
+    fflush_unlocked(stdout);
+    funlockfile(stdout);
+  }
+  if ((cerr_waits || has_pending_output(stderr)) && ftrylockfile(stderr) == 0) {
+    if (cerr_waits) {
+      flush_quietly(std::clog);
+      flush_quietly(std::cerr);
     }
+    fflush_unlocked(stderr);
+    funlockfile(stderr);
   }
 }
 
@@ -141,12 +230,15 @@ inline int open_pidfd(pid_t) noexcept { return -1; }
 /// An owned child process. Move-only. Not thread-safe: one owner drives it.
 /// Destroying a handle whose child has not been reaped kills it (SIGKILL, and
 /// its process group when it has its own) and reaps it, so no zombie is left.
+/// In a process forked from the owner the handle is inert: the child is not
+/// that process's child, so destroying the inherited copy there only closes
+/// its descriptor and neither signals nor waits for anything.
 class child_process {
 public:
   child_process() noexcept = default;
   child_process(child_process&& other) noexcept
       : pid_(std::exchange(other.pid_, -1)), pidfd_(std::exchange(other.pidfd_, -1)),
-        status_(other.status_), own_group_(other.own_group_) {}
+        status_(other.status_), own_group_(other.own_group_), owner_(other.owner_) {}
   child_process& operator=(child_process&& other) noexcept {
     if (this != &other) {
       release();
@@ -154,6 +246,7 @@ public:
       pidfd_ = std::exchange(other.pidfd_, -1);
       status_ = other.status_;
       own_group_ = other.own_group_;
+      owner_ = other.owner_;
     }
     return *this;
   }
@@ -164,20 +257,23 @@ public:
   /// Forks. The child restores the caller's signal mask, runs `body()` and
   /// ends with `_exit(code)`, where code is body's int result (0 for a void
   /// body) or options.exit_code_on_exception if it threw. The parent flushes
-  /// stdio first, so buffered output is not printed twice, and blocks all
+  /// stdio and the standard C++ streams first (flush_stdio_in_parent), so
+  /// buffered output is not printed twice, and the child flushes its own
+  /// before _exit (flush_stdio_in_child). The parent blocks all
   /// signals across fork() so no handler runs in the child before `body`.
   /// Fork handlers registered with atfork_registry run, as on any fork().
   /// Throws std::system_error if fork fails (EAGAIN, ENOMEM).
   template <class Body>
   [[nodiscard]] static child_process spawn(Body&& body, const spawn_options& options = {}) {
-    std::fflush(nullptr);
+    flush_stdio_in_parent();
+    const unsigned crash_handlers = options.default_crash_handlers ? installed_crash_handlers() : 0U;
     sigset_t all;
     sigset_t old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     const pid_t pid = ::fork();
     if (pid == 0) {
-      run_child(body, options, old); // never returns
+      run_child(body, options, old, crash_handlers); // never returns
     }
     const int fork_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
@@ -185,6 +281,7 @@ public:
     child_process c;
     c.pid_ = pid;
     c.own_group_ = options.own_process_group;
+    c.owner_ = ::getpid();
     if (c.own_group_) ::setpgid(pid, pid); // also done by the child: whoever runs first wins
     c.pidfd_ = open_pidfd(pid);
     return c;
@@ -206,10 +303,21 @@ public:
   /// `running` if the deadline passed. EINTR is retried.
   template <class Clock, class Duration>
   const child_status& wait_until(std::chrono::time_point<Clock, Duration> deadline) {
+    return wait_until(deadline, -1);
+  }
+
+  /// Like wait_until(deadline), but also returns early, with the child
+  /// possibly still `running`, once `wake_fd` is readable or hung up, so a
+  /// caller can wait for the child's end or for data the child sends, in one
+  /// wait (fork_call's result frame where there is no pidfd). A negative
+  /// `wake_fd` is ignored. A descriptor at EOF stays "readable": stop passing
+  /// it once it hung up, or this returns at once.
+  template <class Clock, class Duration>
+  const child_status& wait_until(std::chrono::time_point<Clock, Duration> deadline, int wake_fd) {
     while (valid() && !try_reap()) {
       const auto now = Clock::now();
       if (now >= deadline) break;
-      wait_a_while(std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now));
+      if (wait_a_while(std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now), wake_fd)) break;
     }
     return status_;
   }
@@ -247,13 +355,35 @@ public:
   }
 
 private:
+  static constexpr int crash_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS};
+
+  // Bit i: crash_signals[i] is not at SIG_DFL. Asked in the parent, where it
+  // costs a few system calls, so the child (where every page of code it runs
+  // for the first time is a page fault) resets only what needs resetting,
+  // usually nothing.
+  static unsigned installed_crash_handlers() noexcept {
+    unsigned mask = 0;
+    for (unsigned i = 0; i < std::size(crash_signals); ++i) {
+      struct sigaction current {};
+      if (::sigaction(crash_signals[i], nullptr, &current) != 0 || current.sa_handler != SIG_DFL) {
+        mask |= 1U << i;
+      }
+    }
+    return mask;
+  }
+
   template <class Body>
-  [[noreturn]] static void run_child(Body& body, const spawn_options& options,
-                                     const sigset_t& mask) noexcept {
+  [[noreturn]] static void run_child(Body& body, const spawn_options& options, const sigset_t& mask,
+                                     unsigned crash_handlers) noexcept {
     if (options.own_process_group) ::setpgid(0, 0);
-    if (options.default_crash_handlers) {
-      for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS}) {
-        std::signal(sig, SIG_DFL);
+    for (unsigned i = 0; i < std::size(crash_signals); ++i) {
+      if ((crash_handlers & (1U << i)) != 0) std::signal(crash_signals[i], SIG_DFL);
+    }
+    if (options.default_all_handlers) {
+      for (int sig = 1; sig < NSIG; ++sig) {
+        struct sigaction current {};
+        if (sig == SIGKILL || sig == SIGSTOP || ::sigaction(sig, nullptr, &current) != 0) continue;
+        if (current.sa_handler != SIG_DFL && current.sa_handler != SIG_IGN) std::signal(sig, SIG_DFL);
       }
     }
     pthread_sigmask(SIG_SETMASK, &mask, nullptr);
@@ -303,23 +433,29 @@ private:
     return ::ppoll(&p, 1, &ts, nullptr) > 0;
   }
 
-  void wait_a_while(std::chrono::nanoseconds left) {
+  // Sleeps until the pidfd turns readable (the child exited), `wake_fd` is
+  // readable, or `left` passes; without a pidfd, for a backoff bounded by
+  // 2 ms. Returns true if `wake_fd` woke it. EINTR just returns: the caller
+  // loops and re-checks.
+  bool wait_a_while(std::chrono::nanoseconds left, int wake_fd) {
     using namespace std::chrono_literals;
+    std::chrono::nanoseconds nap = left;
     if (pidfd_ >= 0) {
-      // The pidfd turns readable when the child exits; EINTR just loops.
-      const auto cap = std::chrono::nanoseconds(1h);
-      pidfd_readable((left < cap ? left : cap).count());
-      return;
+      nap = left < std::chrono::nanoseconds(1h) ? left : std::chrono::nanoseconds(1h);
+    } else {
+      backoff_ = backoff_ < 2ms ? (backoff_ == 0ns ? 20us : backoff_ * 2) : backoff_;
+      nap = left < backoff_ ? left : backoff_;
     }
-    // No pidfd: poll with a backoff bounded by 2 ms.
-    backoff_ = backoff_ < 2ms ? (backoff_ == 0ns ? 20us : backoff_ * 2) : backoff_;
-    const auto nap = left < backoff_ ? left : backoff_;
-    timespec ts{0, static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(nap).count())};
-    ::nanosleep(&ts, nullptr);
+    // poll() ignores entries with a negative descriptor.
+    pollfd fds[2] = {{pidfd_, POLLIN, 0}, {wake_fd, POLLIN, 0}};
+    const timespec ts{static_cast<time_t>(nap.count() / 1'000'000'000),
+                      static_cast<long>(nap.count() % 1'000'000'000)};
+    if (::ppoll(fds, 2, &ts, nullptr) <= 0) return false;
+    return fds[1].revents != 0;
   }
 
   void release() noexcept {
-    if (valid()) {
+    if (valid() && ::getpid() == owner_) {
       try {
         kill_and_reap();
       } catch (...) {
@@ -335,6 +471,7 @@ private:
   int pidfd_ = -1;
   child_status status_{};
   bool own_group_ = false;
+  pid_t owner_ = -1; // the process that forked the child: the only one that may kill and reap it
   std::chrono::nanoseconds backoff_{0};
 };
 
