@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Builds and runs forksafe's whole test suite: g++, clang++, g++ under
-# AddressSanitizer + UndefinedBehaviorSanitizer, and clang++ under
-# ThreadSanitizer, each with -Werror. Installs missing build dependencies with
-# apt-get first. Ends with "N passed, N failed".
+# AddressSanitizer + UndefinedBehaviorSanitizer, clang++ under
+# ThreadSanitizer, and clang++ with libc++, each with -Werror; build/gcc also
+# runs the consumer tests (tests/consumers/). Installs missing build
+# dependencies with apt-get first. Ends with "N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")"
 source tools/deps.sh
@@ -15,9 +16,10 @@ configure_and_build build/gcc g++ "${common[@]}"
 configure_and_build build/clang clang++ "${common[@]}"
 configure_and_build build/asan g++ "${common[@]}" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 configure_and_build build/tsan clang++ "${common[@]}" -Db_sanitize=thread -Db_lundef=false
+configure_and_build build/libcxx clang++ "${common[@]}" -Dcpp_args=-stdlib=libc++ -Dcpp_link_args=-stdlib=libc++
 
 status=0
-configs=(build/gcc build/clang build/asan build/tsan)
+configs=(build/gcc build/clang build/asan build/tsan build/libcxx)
 # TSan: a forked child of a multithreaded process must go on (die_after_fork=0);
 # its report of the parent's other threads as leaked is false there (they do
 # not exist in the child), so thread-leak reports are off. Races are judged.
@@ -29,8 +31,9 @@ for dir in "${configs[@]}"; do
   meson test -C "$dir" --print-errorlogs --num-processes 2 >"$dir.test.log" 2>&1 || { status=1; tail -80 "$dir.test.log"; }
 done
 # The benchmarks, shrunk (--smoke): proves they build and run; their figures
-# come from full runs by hand (see README).
+# come from full runs by hand (see README). Own log base: otherwise it would
+# overwrite build/gcc's testlog.json, which count_results.py reads.
 echo "==> benchmark smoke run (build/gcc)"
-meson test -C build/gcc --benchmark >build/gcc.bench.log 2>&1 || { status=1; tail -40 build/gcc.bench.log; }
+meson test -C build/gcc --benchmark --logbase benchlog >build/gcc.bench.log 2>&1 || { status=1; tail -40 build/gcc.bench.log; }
 python3 tools/count_results.py "${configs[@]}"
 exit $status

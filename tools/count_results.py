@@ -3,7 +3,7 @@
 """Sum test counts over meson test logs: BUILD_DIR [BUILD_DIR ...].
 
 A doctest executable contributes doctest's own case counts; a compile-fail
-check contributes its one pass or fail. A test that failed without printing
+check or a consumer test contributes its one pass or fail. A test that failed without printing
 its counts (it crashed or timed out) counts as one failure, so a dead suite
 can never look green. Prints one line per build dir, then the total.
 """
@@ -12,7 +12,7 @@ import re
 import sys
 
 DOCTEST = re.compile(r"\[doctest\] test cases:\s*(\d+) \|\s*(\d+) passed \|\s*(\d+) failed")
-PLAIN = re.compile(r"\[compile-fail\] (\d+) passed, (\d+) failed")
+PLAIN = re.compile(r"\[(?:compile-fail|consumer)\] (\d+) passed, (\d+) failed")
 
 
 def count(build_dir):
@@ -22,19 +22,18 @@ def count(build_dir):
             test = json.loads(line)
             out = test.get("stdout", "") or ""
             ok = test.get("result") in ("OK", "EXPECTEDFAIL")
-            found = False
+            test_failed = 0
             for m in DOCTEST.finditer(out):
                 passed += int(m.group(2))
-                failed += int(m.group(3))
-                found = True
+                test_failed += int(m.group(3))
             for m in PLAIN.finditer(out):
                 passed += int(m.group(1))
-                failed += int(m.group(2))
-                found = True
-            if not found:
-                failed += 0 if ok else 1
-            elif not ok and failed == 0:
-                failed += 1
+                test_failed += int(m.group(2))
+            # A test meson saw fail must count as failed, even if it printed
+            # only passing counts (it crashed after, or leaked and timed out).
+            if not ok and test_failed == 0:
+                test_failed = 1
+            failed += test_failed
     return passed, failed
 
 
