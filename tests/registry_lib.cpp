@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // A shared library that registers a fork handler: built as registry_lib_a
 // (linked), registry_lib_b (dlopen'ed) and registry_lib_hidden (dlopen'ed,
-// -fvisibility=hidden) to show the program has one registry.
+// -fvisibility=hidden) to show the program has one registry, and dlopen'ed
+// by process_pool's test as code its workers do not have.
 #include <forksafe/atfork_registry.hpp>
 
 #include <unistd.h> // write
@@ -28,4 +29,6 @@ __attribute__((visibility("default"))) void FS_NAME(_register)(int fd) {
   });
 }
 __attribute__((visibility("default"))) void FS_NAME(_unregister)() { handle.reset(); }
+// A plain function for process_pool's test: code loaded after a pool started.
+__attribute__((visibility("default"))) int FS_NAME(_twice)(int x) { return 2 * x; }
 }

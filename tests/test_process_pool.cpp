@@ -1,0 +1,272 @@
+// SPDX-License-Identifier: MIT
+// process_pool: values back from pre-forked workers; every way a task can
+// end reaches its caller alone while the pool goes on; nothing leaks.
+
+#include <forksafe/process_pool.hpp>
+
+#include "support/fork_harness.hpp"
+
+#include <array>   // large results
+#include <atomic>  // counters
+#include <cstdlib> // std::abort
+#include <fstream> // /proc/self/maps
+#include <future>  // std::async: the seed's inner pool
+#include <string>  // rejected results
+#include <thread>  // submitting threads
+#include <vector>  // handles
+
+#include <dlfcn.h>  // dlopen: code loaded after the pool started
+#include <poll.h>   // native_handle
+#include <unistd.h> // _exit, getpid
+
+using namespace std::chrono_literals;
+using forksafe::child_error;
+using forksafe::process_pool;
+
+namespace {
+
+int square(int x) { return x * x; }
+
+int count_maps() {
+  std::ifstream maps("/proc/self/maps");
+  int n = 0;
+  for (std::string line; std::getline(maps, line);) ++n;
+  return n;
+}
+
+} // namespace
+
+// ---- what may be submitted, at compile time -------------------------------
+
+static_assert(forksafe::pool_task<int (*)(int), int>);
+static_assert(forksafe::pool_task<decltype([](int a, double b) { return a * b; }), int, double>);
+static_assert(!forksafe::pool_task<decltype([] { return std::string("no"); })>);
+static_assert(!forksafe::pool_task<decltype([](std::string s) { return s.size(); }), std::string>);
+static_assert(!forksafe::pool_task<decltype([](const std::vector<int>& v) { return v.size(); }), std::vector<int>>);
+static_assert(!forksafe::pool_task<decltype([] { return std::future<int>(); })>);
+// A lambda that captures a std::string is not trivially_serializable.
+inline const std::string captured = "x";
+static_assert(!forksafe::pool_task<decltype([s = captured] { return s.size(); })>);
+
+// ---- values -----------------------------------------------------------------
+
+TEST_CASE("process_pool: returns values from function pointers and lambdas with value captures") {
+  process_pool pool(2);
+  CHECK(pool.size() == 2);
+  CHECK(pool.submit(square, 7).get() == 49);
+  int base = 100; // not const: a constant would not need capturing
+  CHECK(pool.submit([base](int x) { return base + x; }, 5).get() == 105);
+  auto r = pool.submit([] { return std::pair<int, double>(3, 1.5); });
+  CHECK(r.get() == std::pair<int, double>(3, 1.5));
+  bool ran = false;
+  pool.submit([] {}).get(); // void
+  ran = true;
+  CHECK(ran);
+}
+
+TEST_CASE("process_pool: runs in worker processes, not in the caller") {
+  process_pool pool(1);
+  const pid_t worker = pool.submit([] { return ::getpid(); }).get();
+  CHECK(worker != ::getpid());
+  CHECK(pool.submit([] { return ::getpid(); }).get() == worker); // the worker is reused
+}
+
+TEST_CASE("process_pool: the seed's shape, a process task that uses an inner thread pool and returns a plain sum") {
+  process_pool pool(2);
+  auto outer = [](int n) {
+    std::vector<std::future<int>> inner; // futures stay inside the worker
+    for (int i = 0; i < n; ++i) inner.push_back(std::async(std::launch::async, [i] { return i * i; }));
+    int sum = 0;
+    for (auto& f : inner) sum += f.get();
+    return sum; // only plain data crosses back
+  };
+  std::vector<forksafe::process_result<int>> results;
+  for (int n = 1; n <= 4; ++n) results.push_back(pool.submit(outer, n));
+  CHECK(results[0].get() == 0);
+  CHECK(results[1].get() == 1);
+  CHECK(results[2].get() == 5);
+  CHECK(results[3].get() == 14);
+}
+
+TEST_CASE("process_pool: results of 1 MiB arrive whole") {
+  process_pool pool(2);
+  using big = std::array<unsigned char, 1 << 20>;
+  auto r = pool.submit([](int seed) {
+    big b;
+    for (std::size_t i = 0; i < b.size(); ++i) b[i] = static_cast<unsigned char>((i * 31 + static_cast<std::size_t>(seed)) & 0xff);
+    return b;
+  }, 7);
+  const big& b = r.get();
+  bool whole = true;
+  for (std::size_t i = 0; i < b.size(); ++i) whole = whole && b[i] == static_cast<unsigned char>((i * 31 + 7) & 0xff);
+  CHECK(whole);
+  CHECK(pool.submit(square, 3).get() == 9); // and small ones after it
+}
+
+// ---- every way a task can end -------------------------------------------------
+
+TEST_CASE("process_pool: a task that kills its worker fails alone; the worker is replaced; others complete") {
+  process_pool pool(2);
+  std::vector<forksafe::process_result<int>> before, after;
+  for (int i = 0; i < 20; ++i) before.push_back(pool.submit(square, i));
+  auto segv = pool.submit([] { return forksafe_test::load_through_null(); });
+  auto aborts = pool.submit([]() -> int { std::abort(); });
+  auto exits = pool.submit([]() -> int { ::_exit(3); });
+  for (int i = 0; i < 20; ++i) after.push_back(pool.submit(square, i));
+
+  for (int i = 0; i < 20; ++i) {
+    CHECK(before[static_cast<std::size_t>(i)].get() == i * i);
+    CHECK(after[static_cast<std::size_t>(i)].get() == i * i);
+  }
+  try {
+    (void)segv.get();
+    FAIL("no error");
+  } catch (const child_error& e) {
+    CHECK(e.signaled());
+    CHECK(e.signal_name() == "SIGSEGV");
+  }
+  try {
+    (void)aborts.get();
+    FAIL("no error");
+  } catch (const child_error& e) {
+    CHECK(e.signal_name() == "SIGABRT");
+  }
+  try {
+    (void)exits.get();
+    FAIL("no error");
+  } catch (const child_error& e) {
+    CHECK(e.exited());
+    CHECK(e.exit_code() == 3);
+  }
+  CHECK(pool.submit(square, 12).get() == 144);
+}
+
+TEST_CASE("process_pool: a task that throws arrives with its type and message; its worker lives") {
+  process_pool pool(1);
+  const pid_t worker = pool.submit([] { return ::getpid(); }).get();
+  try {
+    (void)pool.submit([]() -> int { throw std::out_of_range("index 9"); }).get();
+    FAIL("no error");
+  } catch (const child_error& e) {
+    CHECK(e.threw());
+    CHECK(e.exception_type() == "std::out_of_range");
+    CHECK(e.exception_what() == "index 9");
+  }
+  CHECK(pool.submit([] { return ::getpid(); }).get() == worker);
+}
+
+TEST_CASE("process_pool: a task over its timeout is killed with its worker and fails as timed out; the pool goes on") {
+  process_pool pool(1, {.task_timeout = 200ms});
+  auto slow = pool.submit([] {
+    ::pause();
+    return 1;
+  });
+  auto next = pool.submit(square, 4);
+  try {
+    (void)slow.get();
+    FAIL("no error");
+  } catch (const child_error& e) {
+    CHECK(e.timed_out());
+  }
+  CHECK(next.get() == 16);
+}
+
+TEST_CASE("process_pool: max_tasks_per_worker replaces a worker after that many tasks") {
+  process_pool pool(1, {.max_tasks_per_worker = 2});
+  std::vector<pid_t> pids;
+  for (int i = 0; i < 6; ++i) pids.push_back(pool.submit([] { return ::getpid(); }).get());
+  CHECK(pids[0] == pids[1]);
+  CHECK(pids[1] != pids[2]);
+  CHECK(pids[2] == pids[3]);
+  CHECK(pids[3] != pids[4]);
+}
+
+TEST_CASE("process_pool: kill() and native_handle() on a pool task") {
+  process_pool pool(1);
+  auto r = pool.submit([] {
+    ::pause();
+    return 0;
+  });
+  while (r.pid() < 0) std::this_thread::sleep_for(1ms); // dispatched
+  r.kill(SIGTERM);
+  pollfd p{r.native_handle(), POLLIN, 0};
+  CHECK(::poll(&p, 1, 5000) == 1);
+  try {
+    (void)r.get();
+    FAIL("no error");
+  } catch (const child_error& e) {
+    CHECK(e.signal_name() == "SIGTERM");
+  }
+}
+
+// ---- load, shutdown, leaks ----------------------------------------------------
+
+TEST_CASE("process_pool: 8 threads submit 500 tasks each onto 2 workers; every value right") {
+  process_pool pool(2);
+  std::atomic<int> right{0}, wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<forksafe::process_result<int>> mine;
+      for (int i = 0; i < 500; ++i) mine.push_back(pool.submit([](int a, int b) { return a * 1000 + b; }, t, i));
+      for (int i = 0; i < 500; ++i) {
+        (mine[static_cast<std::size_t>(i)].get() == t * 1000 + i ? right : wrong).fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(right == 4000);
+  CHECK(wrong == 0);
+}
+
+TEST_CASE("process_pool: shutdown finishes queued tasks; a stuck task is killed at the deadline, never a hang") {
+  std::vector<forksafe::process_result<int>> done;
+  forksafe::process_result<int> stuck;
+  {
+    process_pool pool(1, {.shutdown_deadline = 300ms});
+    for (int i = 0; i < 10; ++i) done.push_back(pool.submit(square, i));
+    stuck = pool.submit([] {
+      ::pause();
+      return 0;
+    });
+    pool.shutdown();
+    CHECK_THROWS_AS((void)pool.submit(square, 1), std::logic_error);
+  }
+  for (int i = 0; i < 10; ++i) CHECK(done[static_cast<std::size_t>(i)].get() == i * i);
+  try {
+    (void)stuck.get();
+    FAIL("no error");
+  } catch (const child_error& e) {
+    CHECK(e.timed_out());
+  }
+}
+
+TEST_CASE("process_pool: 100 pools created and destroyed leave no zombie, descriptor or mapping") {
+  { process_pool warm(2); } // first-use allocations
+  const int fds = forksafe_test::count_open_fds();
+  const int maps = count_maps();
+  for (int i = 0; i < 100; ++i) {
+    process_pool pool(2);
+    CHECK(pool.submit(square, i).get() == i * i);
+  }
+  CHECK(forksafe_test::count_zombie_children() == 0);
+  CHECK(forksafe_test::count_open_fds() == fds);
+#if FORKSAFE_TEST_ASAN
+  (void)maps; // ASan's allocator maps regions of its own as the test runs
+#else
+  CHECK(count_maps() <= maps);
+#endif
+}
+
+#ifdef REGISTRY_LIB_B_PATH
+TEST_CASE("process_pool: code dlopen'ed after the pool started is refused, not crashed on") {
+  process_pool pool(1);
+  void* lib = ::dlopen(REGISTRY_LIB_B_PATH, RTLD_NOW | RTLD_LOCAL);
+  REQUIRE(lib != nullptr);
+  auto twice = reinterpret_cast<int (*)(int)>(::dlsym(lib, "registry_lib_b_twice"));
+  REQUIRE(static_cast<bool>(twice));
+  CHECK_THROWS_AS((void)pool.submit(twice, 21), std::invalid_argument);
+  CHECK(pool.submit(square, 5).get() == 25);
+  ::dlclose(lib);
+}
+#endif
