@@ -7,9 +7,12 @@
 
 #include "seed_program.hpp"
 
+#include <array>  // plain results
 #include <atomic> // stop flag
+#include <future> // the seed's inner thread pool
 #include <cstdio> // std::printf
 #include <mutex>  // std::mutex: the seed's bug
+#include <vector> // pool handles
 #include <thread> // the lock-order thread
 
 namespace {
@@ -107,5 +110,46 @@ int main() {
   std::printf("\n   pthread_atfork runs prepare handlers in a fixed order: B, then A, against a thread\n"
               "   holding A and wanting B. The registry lets a prepare say \"not now\": it undoes the\n"
               "   pass, backs off and retries, so handlers written apart cannot deadlock.\n\n");
+  std::printf("4. fork_call: run a callable in a forked child and get its value back. The seed's second\n"
+              "   program returned futures from a process task and failed at run time in Python\n"
+              "   (\"can't pickle _thread.RLock objects\"). In forksafe that is a compile error:\n\n"
+              "     fork_call([] { std::vector<std::future<int>> f; ...; return f; });\n"
+              "     error: ... 'std::vector<std::future<int>>' does not satisfy 'trivially_serializable'\n"
+              "     (tests/compile_fail/fork_call_returns_futures.cpp)\n\n"
+              "   The fix is the seed's own, return the plain values:\n\n");
+  auto values = forksafe::fork_call([] {
+    std::array<std::future<int>, 3> inner;
+    for (int i = 0; i < 3; ++i) inner[static_cast<std::size_t>(i)] = std::async(std::launch::async, [i] { return i * i; });
+    std::array<int, 3> plain{};
+    for (int i = 0; i < 3; ++i) plain[static_cast<std::size_t>(i)] = inner[static_cast<std::size_t>(i)].get();
+    return plain;
+  });
+  for (int v : values.get()) std::printf("     result = %d\n", v);
+  try {
+    (void)forksafe::fork_call([] { return forksafe_test::load_through_null(); }).get();
+  } catch (const forksafe::child_error& e) {
+    std::printf("\n   A child that crashes is an exception naming the cause: %s\n\n", e.what());
+  }
+
+  std::printf("5. process_pool: pre-forked workers. 40 tasks, one of which crashes its worker:\n\n");
+  {
+    forksafe::process_pool pool(2);
+    std::vector<forksafe::process_result<int>> tasks;
+    for (int i = 0; i < 40; ++i) {
+      tasks.push_back(i == 17 ? pool.submit([] { return forksafe_test::load_through_null(); })
+                              : pool.submit([](int x) { return x * x; }, i));
+    }
+    int ok = 0;
+    for (auto& t : tasks) {
+      try {
+        ok += t.get() >= 0 ? 1 : 0;
+      } catch (const forksafe::child_error& e) {
+        std::printf("   task 17: %s\n", e.what());
+      }
+    }
+    std::printf("   the other %d tasks returned their values; the worker was replaced.\n"
+                "   (Python's ProcessPoolExecutor fails every pending task with BrokenProcessPool.)\n\n",
+                ok);
+  }
   return 0;
 }

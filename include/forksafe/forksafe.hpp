@@ -16,5 +16,7 @@
 #include "atfork_registry.hpp"
 #include "fork_safe_condition_variable.hpp"
 #include "fork_safe_mutex.hpp"
+#include "process_pool.hpp"
+#include "process_result.hpp"
 
 #endif // FORKSAFE_FORKSAFE_HPP

@@ -20,6 +20,8 @@
 
 #include <forksafe/detail/child_process.hpp>
 
+#include "seed_program.hpp" // load_through_null, shared with the demo
+
 #include <chrono>     // deadlines
 #include <cstdlib>    // std::strtol
 #include <dirent.h>   // /proc scans
@@ -51,7 +53,9 @@ using kind = forksafe::detail::child_status::kind;
 /// as timed_out.
 template <class Body>
 outcome run_in_child(Body&& body, std::chrono::milliseconds deadline = std::chrono::seconds(10)) {
-  auto child = forksafe::detail::child_process::spawn(std::forward<Body>(body));
+  forksafe::detail::spawn_options options;
+  options.default_all_handlers = true; // doctest's SIGTERM/SIGINT handlers must not report from a child
+  auto child = forksafe::detail::child_process::spawn(std::forward<Body>(body), options);
   const auto& status = child.wait_until(std::chrono::steady_clock::now() + deadline);
   if (status.ended()) return status;
   return child.kill_and_reap(SIGKILL);
