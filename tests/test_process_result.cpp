@@ -691,10 +691,12 @@ TEST_CASE("fork_call: a value delivered before the timeout wins over it") {
   CHECK(r.get() == 3);
 }
 
-TEST_CASE("fork_call: with own_process_group the timeout kills the child's descendants too") {
+// A call whose child forks a grandchild and both sleep past a 300 ms
+// timeout; returns the grandchild's pid once get() has thrown.
+pid_t grandchild_of_timed_out_call(bool own_process_group) {
   int fds[2];
   REQUIRE(::pipe(fds) == 0);
-  auto r = fork_call({.timeout = 300ms, .own_process_group = true}, [&] {
+  auto r = fork_call({.timeout = 300ms, .own_process_group = own_process_group}, [&] {
     const pid_t grandchild = ::fork();
     if (grandchild == 0) {
       std::this_thread::sleep_for(30s);
@@ -707,32 +709,21 @@ TEST_CASE("fork_call: with own_process_group the timeout kills the child's desce
   pid_t grandchild = -1;
   REQUIRE(read_value(fds[0], grandchild));
   CHECK_THROWS_AS(r.get(), child_error);
-  CHECK(eventually_dead(grandchild, 5s));
   ::close(fds[0]);
   ::close(fds[1]);
+  return grandchild;
+}
+
+TEST_CASE("fork_call: with own_process_group the timeout kills the child's descendants too") {
+  const pid_t grandchild = grandchild_of_timed_out_call(true);
+  CHECK(eventually_dead(grandchild, 5s));
 }
 
 TEST_CASE("fork_call: without own_process_group a descendant survives the timeout (negative control)") {
-  int fds[2];
-  REQUIRE(::pipe(fds) == 0);
-  auto r = fork_call({.timeout = 300ms}, [&] {
-    const pid_t grandchild = ::fork();
-    if (grandchild == 0) {
-      std::this_thread::sleep_for(30s);
-      ::_exit(0);
-    }
-    (void)!::write(fds[1], &grandchild, sizeof grandchild);
-    std::this_thread::sleep_for(30s);
-    return 0;
-  });
-  pid_t grandchild = -1;
-  REQUIRE(read_value(fds[0], grandchild));
-  CHECK_THROWS_AS(r.get(), child_error);
+  const pid_t grandchild = grandchild_of_timed_out_call(false);
   CHECK_FALSE(eventually_dead(grandchild, 300ms));
   ::kill(grandchild, SIGKILL);
   CHECK(eventually_dead(grandchild, 5s));
-  ::close(fds[0]);
-  ::close(fds[1]);
 }
 
 TEST_CASE("fork_call: kill() ends the child, which is reported as killed by that signal") {

@@ -145,43 +145,46 @@ struct pool_ticket final : remote_result {
   inline void kill(int sig) override;
 };
 
-/// Sends `fd` over a unix socket.
-inline bool send_fd(int socket, int fd) noexcept {
+/// One byte with room for one descriptor in its control data: the message
+/// send_fd and receive_fd exchange.
+struct fd_message {
   char byte = 0;
   iovec iov{&byte, 1};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
   msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  fd_message() noexcept {
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+  }
+  fd_message(const fd_message&) = delete; // msg points into itself
+  fd_message& operator=(const fd_message&) = delete;
+};
+
+/// Sends `fd` over a unix socket.
+inline bool send_fd(int socket, int fd) noexcept {
+  fd_message m;
+  cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
   c->cmsg_len = CMSG_LEN(sizeof(int));
   std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
   ssize_t n;
   do {
-    n = ::sendmsg(socket, &msg, MSG_NOSIGNAL);
+    n = ::sendmsg(socket, &m.msg, MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
   return n == 1;
 }
 
 /// Receives a descriptor sent with send_fd; -1 on failure.
 inline int receive_fd(int socket) noexcept {
-  char byte = 0;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
+  fd_message m;
   ssize_t n;
   do {
-    n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
+    n = ::recvmsg(socket, &m.msg, MSG_CMSG_CLOEXEC);
   } while (n < 0 && errno == EINTR);
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
   if (n != 1 || c == nullptr || c->cmsg_type != SCM_RIGHTS) return -1;
   int fd;
   std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
