@@ -215,3 +215,42 @@ TEST_CASE("torture: the same load on std::mutex leaves children stuck, caught by
   CHECK(right + stuck == forks);
   CHECK(forksafe_test::count_zombie_children() == 0);
 }
+
+TEST_CASE("torture: 8 threads x 200 fork_calls contend on fork-safe mutexes their children lock too") {
+  forksafe::fork_safe_mutex a;
+  forksafe::basic_fork_safe_mutex<fork_policy::reset> b;
+  guarded by_a;
+  long by_b = 0;
+  std::atomic<int> right{0}, wrong{0}, stuck{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) {
+        {
+          std::lock_guard g(a); // the parent's threads contend...
+          by_a.update();
+        }
+        {
+          std::lock_guard g(b);
+          ++by_b;
+        }
+        try {
+          const int v = forksafe::fork_call({.timeout = 10s}, [&, t, i] {
+                          std::lock_guard ga(a); // ...and each child locks the same mutexes
+                          std::lock_guard gb(b);
+                          return by_a.whole() ? t * 1000 + i : -1;
+                        }).get();
+          (v == t * 1000 + i ? right : wrong).fetch_add(1);
+        } catch (const forksafe::child_error& e) {
+          (e.timed_out() ? stuck : wrong).fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  MESSAGE("8 threads x 200 fork_calls on shared fork-safe mutexes: ", right.load(), " right, ", wrong.load(),
+          " wrong, ", stuck.load(), " stuck");
+  CHECK(right == 1600);
+  CHECK(stuck == 0);
+  CHECK(forksafe_test::count_zombie_children() == 0);
+}
