@@ -10,6 +10,10 @@
 
 #include <forksafe/forksafe.hpp>
 
+#include <cstdlib> // std::abort
+#include <stdexcept> // std::runtime_error
+#include <string> // std::to_string
+
 #include "support/fork_harness.hpp"
 
 #include <atomic>  // stop flags, counters
@@ -253,4 +257,42 @@ TEST_CASE("torture: 8 threads x 200 fork_calls contend on fork-safe mutexes thei
   CHECK(right == 1600);
   CHECK(stuck == 0);
   CHECK(forksafe_test::count_zombie_children() == 0);
+}
+
+TEST_CASE("torture: the pool under 10,000 mixed tasks, each accounted for exactly once with the right outcome") {
+  const int tasks = 10000;
+  forksafe::process_pool pool(2, {.task_timeout = 100ms});
+  // Every 100 tasks: 1 over its timeout, 2 crash with SIGSEGV, 1 aborts, 6 throw, the rest return.
+  auto kind_of = [](int i) {
+    const int k = i % 100;
+    return k == 0 ? 't' : k <= 2 ? 's' : k == 3 ? 'a' : k <= 9 ? 'e' : 'v';
+  };
+  std::vector<forksafe::process_result<int>> results;
+  results.reserve(tasks);
+  for (int i = 0; i < tasks; ++i) {
+    switch (kind_of(i)) {
+    case 't': results.push_back(pool.submit([] { ::pause(); return 0; })); break;
+    case 's': results.push_back(pool.submit([] { return forksafe_test::load_through_null(); })); break;
+    case 'a': results.push_back(pool.submit([]() -> int { std::abort(); })); break;
+    case 'e': results.push_back(pool.submit([](int x) -> int { throw std::runtime_error(std::to_string(x)); }, i)); break;
+    default: results.push_back(pool.submit([](int x) { return x * 3; }, i)); break;
+    }
+  }
+  int right = 0, wrong = 0;
+  for (int i = 0; i < tasks; ++i) {
+    const char k = kind_of(i);
+    try {
+      const int v = results[static_cast<std::size_t>(i)].get();
+      (k == 'v' && v == i * 3 ? right : wrong) += 1;
+    } catch (const forksafe::child_error& e) {
+      const bool as_expected = (k == 't' && e.timed_out()) || (k == 's' && e.signal_name() == "SIGSEGV") ||
+                               (k == 'a' && e.signal_name() == "SIGABRT") ||
+                               (k == 'e' && e.threw() && e.exception_what() == std::to_string(i));
+      (as_expected ? right : wrong) += 1;
+    }
+  }
+  MESSAGE("pool torture: ", tasks, " tasks (100 over timeout, 200 SIGSEGV, 100 abort, 600 throw): ", right,
+          " accounted for rightly, ", wrong, " wrongly");
+  CHECK(right == tasks);
+  CHECK(wrong == 0);
 }
