@@ -65,44 +65,29 @@ void fork_call_int() {
   if (forksafe::fork_call([] { return 42; }).get() != 42) die("fork_call returned a wrong value");
 }
 
-void hand_written_int() {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) die("pipe2");
-  const pid_t pid = ::fork();
-  if (pid < 0) die("fork");
-  if (pid == 0) {
-    const int value = 42;
-    (void)!::write(fds[1], &value, sizeof value);
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  int value = 0;
-  if (::read(fds[0], &value, sizeof value) != static_cast<ssize_t>(sizeof value) || value != 42) die("read");
-  ::close(fds[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-}
-
-// The same, written carefully, as fork_call must be: C stdio flushed first
-// (or buffered output is printed twice) and every signal blocked across
-// fork() (so no handler runs in the child before it is ready).
-void careful_int() {
-  std::fflush(nullptr);
+// fork + pipe + waitpid by hand. `careful` adds what fork_call must do:
+// flush C stdio first (or buffered output is printed twice) and block every
+// signal across fork() (so no handler runs in the child before it is ready).
+template <bool careful>
+void by_hand_int() {
   sigset_t all;
   sigset_t old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
+  if constexpr (careful) {
+    std::fflush(nullptr);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+  }
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) die("pipe2");
   const pid_t pid = ::fork();
   if (pid < 0) die("fork");
   if (pid == 0) {
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if constexpr (careful) pthread_sigmask(SIG_SETMASK, &old, nullptr);
     const int value = 42;
     (void)!::write(fds[1], &value, sizeof value);
     ::_exit(0);
   }
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if constexpr (careful) pthread_sigmask(SIG_SETMASK, &old, nullptr);
   ::close(fds[1]);
   int value = 0;
   if (::read(fds[0], &value, sizeof value) != static_cast<ssize_t>(sizeof value) || value != 42) die("read");
@@ -110,6 +95,8 @@ void careful_int() {
   int status = 0;
   ::waitpid(pid, &status, 0);
 }
+void hand_written_int() { by_hand_int<false>(); }
+void careful_int() { by_hand_int<true>(); }
 
 // ---- part 2: 64 MiB ----------------------------------------------------------
 
