@@ -67,6 +67,11 @@ FORKSAFE_PROCESS_UNIQUE inline std::atomic<std::uint64_t> fork_generation_{0};
 
 /// A prepare handler: empty ("none"), or a callable returning void (always
 /// ready) or bool (false: "cannot get ready now, undo and retry").
+///
+/// Converts implicitly from nullptr, a null function pointer or an empty
+/// std::function (all three: empty), and from a copy-constructible callable
+/// taking no arguments that returns void or exactly bool (anything else does
+/// not compile). It is stored in a std::function: may throw std::bad_alloc.
 class atfork_prepare {
 public:
   atfork_prepare() noexcept = default;
@@ -90,7 +95,10 @@ public:
     }
   }
 
+  /// True unless empty.
   [[nodiscard]] explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
+  /// Runs the handler: its result, or true when empty or when it returns
+  /// void. Lets its exception through (the registry then terminates).
   bool operator()() { return fn_ ? fn_() : true; }
 
 private:
@@ -128,6 +136,12 @@ struct atfork_entry {
 /// prepare already ran in this fork still gets its parent or child call
 /// before fork() returns, so locks stay balanced: keep what such a handler
 /// captures alive until then.
+///
+/// A default-constructed or moved-from handle holds nothing. Move-assigning
+/// first unregisters what the target held. Thread-safety: one thread at a
+/// time per handle. In a forked child the handle refers to the child's copy
+/// of the registration: reset() there unregisters it from the child's
+/// registry only.
 class [[nodiscard]] atfork_handle {
 public:
   atfork_handle() noexcept = default;
@@ -143,7 +157,8 @@ public:
   atfork_handle& operator=(const atfork_handle&) = delete;
   ~atfork_handle() { reset(); }
 
-  /// Unregisters (see the class comment for when it returns). Idempotent.
+  /// Unregisters (see the class comment for when it returns; it blocks while
+  /// another thread runs fork handlers). Idempotent.
   inline void reset() noexcept;
 
   /// True while registered.
@@ -158,9 +173,20 @@ private:
 /// The process-wide registry of fork handlers.
 ///
 /// Thread-safety: every member may be called from any thread. add() and
-/// removal wait while another thread is between a successful prepare pass
-/// and the end of its parent handlers. From inside a handler, on the forking
-/// thread, add() and removal never wait.
+/// removal wait while another thread runs fork handlers: during each prepare
+/// pass, and from a successful pass to the end of its parent handlers. From
+/// inside a handler, on the forking thread, add() and removal never wait.
+/// So a handler must not wait for another thread that adds or removes an
+/// entry, nor call fork(): either deadlocks.
+///
+/// Blocking: fork() returns only after a prepare pass in which every prepare
+/// handler returned true. It retries without limit, backing off between
+/// passes (sched_yield 8 times, then sleeps of 1 µs doubling to ~1 ms), so a
+/// prepare that keeps refusing stalls the fork for as long. errno is saved
+/// and restored around the handlers (fork's own errno when fork() failed).
+///
+/// In a forked child the registry is a copy of the parent's: every entry
+/// registered there is still registered, and runs on the child's own forks.
 ///
 /// Exactly one exists per process, also when these headers are compiled into
 /// several shared libraries: instance() and the state it uses have default
@@ -172,7 +198,9 @@ private:
 /// so forks during static destruction still work.
 class FORKSAFE_PROCESS_UNIQUE atfork_registry {
 public:
-  /// The registry. The first call installs its pthread_atfork handlers.
+  /// The registry. The first call (made during static initialisation in
+  /// every program that includes this header) allocates it, which may throw
+  /// std::bad_alloc, and installs its pthread_atfork handlers. Thread-safe.
   static atfork_registry& instance() {
     static atfork_registry* const registry = new atfork_registry(); // leaky: outlives static destructors
     return *registry;
@@ -181,11 +209,15 @@ public:
   atfork_registry(const atfork_registry&) = delete; // one per process
   atfork_registry& operator=(const atfork_registry&) = delete;
 
-  /// Registers fork handlers; any may be empty ({} or nullptr). Allocates
-  /// (a fork never does). Registered from inside a handler, the entry takes
-  /// part from the next fork on. A handler that throws makes the registry
-  /// print a message naming it to stderr and call std::terminate: an
-  /// exception cannot cross fork(). Throws std::bad_alloc.
+  /// Registers fork handlers; any may be empty ({} or nullptr). The entry is
+  /// the newest: its prepare runs first, its parent and child handlers last.
+  /// Keep the returned handle: destroying it unregisters. Allocates (a fork
+  /// never does). Blocks while another thread runs fork handlers (see the
+  /// class comment); called from inside a handler on the forking thread, it
+  /// does not block and the entry takes part from the next fork on. A handler
+  /// that throws makes the registry print a message naming it to stderr and
+  /// call std::terminate: an exception cannot cross fork(). Throws
+  /// std::bad_alloc.
   atfork_handle add(atfork_prepare prepare, std::function<void()> parent, std::function<void()> child) {
     auto* e = new detail::atfork_entry{std::move(prepare), std::move(parent), std::move(child)};
     if (forking_thread_) {

@@ -11,7 +11,8 @@
 // pthread_cond_destroy or a later wait can block on them (glibc waits for
 // "waiters that are gone"). This one keeps no record that a child could
 // trust: a wait is one futex wait on a sequence word, so inherited state can
-// at worst cost a child one extra wake-up system call.
+// at worst cost each notify in the child a wake-up system call (the waiter
+// count it inherited from vanished waiters never drops back to zero).
 
 #ifndef FORKSAFE_FORK_SAFE_CONDITION_VARIABLE_HPP
 #define FORKSAFE_FORK_SAFE_CONDITION_VARIABLE_HPP
@@ -35,13 +36,16 @@ namespace forksafe {
 /// reacquires the lock; spurious wake-ups happen, so wait in a loop or use the
 /// predicate forms.
 ///
-/// Fork: a child never hangs in wait or notify because of waiters that
-/// existed before the fork; those waiters simply do not exist there. Note
-/// that reacquiring a poison-policy mutex may throw fork_poisoned.
+/// Fork: a child never hangs in wait, notify or the destructor because of
+/// waiters that existed before the fork; those waiters simply do not exist
+/// there. Note that reacquiring a poison-policy mutex may throw
+/// fork_poisoned.
 ///
 /// Thread-safety: all members may be called concurrently. notify_* need not
-/// hold the lock. Not copyable, not movable. No allocation; never throws
-/// except what relocking throws.
+/// hold the lock. Not copyable, not movable. Private to one process. No
+/// allocation; never throws except what unlocking or relocking throws: if
+/// relocking throws, the exception propagates and `lock` does not own its
+/// mutex. Destroying it requires that no thread of this process waits on it.
 class fork_safe_condition_variable {
 public:
   constexpr fork_safe_condition_variable() noexcept = default;
@@ -53,19 +57,24 @@ public:
   /// Wakes every waiting thread.
   void notify_all() noexcept { notify(INT_MAX); }
 
-  /// Requires: `lock` owns its mutex. Blocks until notified (or spuriously).
+  /// Requires: `lock` owns its mutex. Atomically releases it and blocks,
+  /// with no limit, until notified (or spuriously); then relocks it.
   template <class Mutex>
   void wait(std::unique_lock<Mutex>& lock) {
     block(lock, nullptr);
   }
 
+  /// Waits until stop_waiting() is true; it is called with the lock held,
+  /// first before any wait.
   template <class Mutex, class Predicate>
   void wait(std::unique_lock<Mutex>& lock, Predicate stop_waiting) {
     while (!stop_waiting()) wait(lock);
   }
 
   /// Blocks until notified, spuriously, or `deadline`; timeout when the
-  /// clock has reached it.
+  /// clock has reached it. A deadline already passed returns timeout at once,
+  /// without unlocking. The time left is turned into one relative wait, so a
+  /// jump of Clock during the wait is only seen when the wait ends.
   template <class Mutex, class Clock, class Duration>
   std::cv_status wait_until(std::unique_lock<Mutex>& lock,
                             const std::chrono::time_point<Clock, Duration>& deadline) {
@@ -76,6 +85,8 @@ public:
     return Clock::now() >= deadline ? std::cv_status::timeout : std::cv_status::no_timeout;
   }
 
+  /// Waits until stop_waiting() is true or `deadline`; returns the last
+  /// stop_waiting().
   template <class Mutex, class Clock, class Duration, class Predicate>
   bool wait_until(std::unique_lock<Mutex>& lock, const std::chrono::time_point<Clock, Duration>& deadline,
                   Predicate stop_waiting) {
@@ -85,6 +96,8 @@ public:
     return true;
   }
 
+  /// wait_until(steady_clock::now() + timeout, rounded up to nanoseconds),
+  /// with or without a predicate.
   template <class Mutex, class Rep, class Period>
   std::cv_status wait_for(std::unique_lock<Mutex>& lock, const std::chrono::duration<Rep, Period>& timeout) {
     return wait_until(lock, std::chrono::steady_clock::now() + ceil_ns(timeout));

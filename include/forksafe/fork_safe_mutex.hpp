@@ -28,10 +28,16 @@
 // readers alike: readers that vanished with the fork never block the child.
 //
 // Choosing: quiesce when the child uses the guarded data (the seed's fix,
-// built in; costs the fork a try_lock per live quiesce lock, ~2-4 ns each,
-// and can delay a fork until critical sections end). reset when the child
-// never trusts the data, or re-initialises it, and forks must not wait.
-// poison when the child should find out and decide.
+// built in; costs the fork a try_lock per live quiesce lock, measured at
+// ~15-20 ns each (README), and delays a fork, without limit, until a moment
+// when no other thread holds a quiesce lock). reset when the child never
+// trusts the data, or re-initialises it, and forks must not wait. poison
+// when the child should find out and decide.
+//
+// quiesce caveat: a thread that forks while holding quiesce lock A, while
+// another thread holds quiesce lock B and waits for A, stalls forever in
+// fork() (the fork keeps retrying for B, which is never released). Do not
+// fork while holding a quiesce lock that such a thread may wait for.
 //
 // Built on one atomic word holding the owner's thread id (never on
 // pthread_mutex_t, whose unlock in a child is undefined for owner-checked
@@ -62,14 +68,15 @@ namespace forksafe {
 /// What a forked child sees for a lock that another thread held when fork()
 /// was called. See the table at the top of this header.
 enum class fork_policy {
-  quiesce, ///< fork() waits until no critical section runs; the child gets it unlocked
+  quiesce, ///< fork() waits until no other thread holds it; the child gets it unlocked
   reset,   ///< the child gets it unlocked, whatever state the data is in
   poison,  ///< the child's lock()/try_lock() throw fork_poisoned until clear_poison()
 };
 
 /// Thrown in a forked child by lock(), try_lock() (and the shared forms) of a
-/// poison-policy mutex that a thread which did not survive the fork held.
-/// code() is std::errc::owner_dead.
+/// poison-policy mutex that a thread which did not survive the fork held,
+/// until clear_poison(). code() is std::errc::owner_dead. Never thrown in the
+/// process where that thread lives.
 class fork_poisoned : public std::system_error {
 public:
   fork_poisoned()
@@ -106,7 +113,12 @@ struct vanished_owner_hook {
 /// Thread-safety: as std::mutex. unlock() requires that the calling thread
 /// holds the lock. Locking a mutex the caller already holds deadlocks, as
 /// std::mutex may. Not copyable, not movable: the address is its identity
-/// (quiesce mutexes are linked into the process's quiesce list).
+/// (quiesce mutexes are linked into the process's quiesce list). Private to
+/// one process: not for memory shared between processes.
+///
+/// quiesce: fork() retries until no other thread holds the lock (see the
+/// caveat at the top of this header); the forking thread's own locks are
+/// not waited for and stay held by it in the child.
 ///
 /// Cost: sizeof is 32 bytes for quiesce, 4 for reset and poison (std::mutex:
 /// 40). Uncontended lock+unlock is two atomic RMWs, like std::mutex, inlined;
@@ -118,10 +130,13 @@ class basic_fork_safe_mutex {
   static constexpr bool quiesce = P == fork_policy::quiesce;
 
 public:
+  /// P, for generic code.
   static constexpr fork_policy policy = P;
 
-  /// A quiesce mutex links itself into the process's quiesce list (it may
-  /// wait for a fork in progress to finish); the others are constexpr.
+  /// Unlocked. A quiesce mutex links itself into the process's quiesce list
+  /// (it may wait for a fork in progress to finish); the first one also
+  /// creates that list and its atfork_registry entry, and std::terminate is
+  /// called if that allocation fails (noexcept). The others are constexpr.
   basic_fork_safe_mutex() noexcept
     requires quiesce
   {
@@ -141,10 +156,12 @@ public:
   basic_fork_safe_mutex(const basic_fork_safe_mutex&) = delete; // a mutex has identity
   basic_fork_safe_mutex& operator=(const basic_fork_safe_mutex&) = delete;
 
-  /// Blocks until the lock is acquired. quiesce: while a fork is being
-  /// prepared, a thread that holds no quiesce lock first waits (at most
-  /// 10 ms) for it to finish. poison: throws fork_poisoned in a child if a
-  /// vanished thread held the lock.
+  /// Blocks until the lock is acquired, with no limit. quiesce: while a fork
+  /// is being prepared, a thread that holds no quiesce lock first waits (at
+  /// most 10 ms) for it to finish, and a lock taken for the fork in progress
+  /// is waited for until that fork ends. reset: in a child, a lock a vanished
+  /// thread held is taken over. poison: throws fork_poisoned in a child if a
+  /// vanished thread held the lock (quiesce and reset never throw).
   void lock() noexcept(!(P == fork_policy::poison)) {
     const std::uint32_t me = detail::this_thread_id();
     if constexpr (quiesce) detail::pass_gate();
@@ -152,8 +169,10 @@ public:
     if constexpr (quiesce) ++detail::quiesce_depth_;
   }
 
-  /// Acquires the lock if it is free, without blocking. In a child, a lock
-  /// held by a vanished thread is free for reset, and throws for poison.
+  /// Acquires the lock if it is free, without blocking (quiesce: not even at
+  /// the fork gate; a lock taken for a fork in progress is busy). False if
+  /// held, also by the calling thread. In a child, a lock held by a vanished
+  /// thread is free for reset, and throws fork_poisoned for poison.
   [[nodiscard]] bool try_lock() noexcept(!(P == fork_policy::poison)) {
     const std::uint32_t me = detail::this_thread_id();
     if (FORKSAFE_LIKELY(lock_.try_lock(me)) || take_over_if_free(me)) {
@@ -179,7 +198,8 @@ public:
   }
 
   /// poison only: declares the guarded data repaired; the mutex becomes
-  /// unlocked if a vanished thread held it. Harmless when not poisoned.
+  /// unlocked (waking one waiter) if a vanished thread held it. Harmless
+  /// when not poisoned.
   void clear_poison() noexcept
     requires(P == fork_policy::poison)
   {
@@ -226,6 +246,7 @@ private:
   detail::owner_lock lock_;
 };
 
+/// The drop-in replacement for std::mutex: the quiesce policy.
 using fork_safe_mutex = basic_fork_safe_mutex<>;
 
 /// A reader/writer mutex that a forked child never hangs on, for writers or
@@ -234,14 +255,19 @@ using fork_safe_mutex = basic_fork_safe_mutex<>;
 /// Writers are preferred: once a writer waits, new readers wait behind it.
 ///
 /// Thread-safety: as std::shared_mutex. Each thread may hold at most 32 read
-/// locks of fork-safe shared mutexes at once (they are tracked per thread so
-/// a child can tell the survivor's read locks from vanished ones); one more
-/// throws std::system_error(ENOLCK). Not copyable, not movable.
+/// locks of fork-safe shared mutexes (all policies together) at once; they
+/// are tracked per thread so a child can tell the survivor's read locks from
+/// vanished ones, so a read lock must be released by the thread that took
+/// it. One more throws std::system_error(ENOLCK). A thread must not lock, in
+/// either mode, a mutex it already holds: a second read lock deadlocks once
+/// a writer waits. Not copyable, not movable. Private to one process.
 ///
 /// reset and poison repair a mutex inherited from a parent lazily, on its
-/// first use in the child: one relaxed load of fork_generation() per lock
-/// call decides. quiesce needs no repair: fork() waits until no writer holds
-/// it and the only readers are the forking thread's own.
+/// first use in the child (any lock call, poisoned() or clear_poison()): one
+/// relaxed load of fork_generation() per lock call decides. quiesce needs no
+/// repair: fork() waits until no other thread holds it, as writer or reader
+/// (a writer still waiting only for the forking thread's own read locks does
+/// not hold the fork up; the child forgets that writer).
 template <fork_policy P = fork_policy::quiesce>
 class basic_fork_safe_shared_mutex {
   static constexpr bool quiesce = P == fork_policy::quiesce;
@@ -250,8 +276,13 @@ class basic_fork_safe_shared_mutex {
   static constexpr std::uint32_t repairing = 0xffffffffU;  // in generation_
 
 public:
+  /// P, for generic code.
   static constexpr fork_policy policy = P;
 
+  /// Unlocked. quiesce: links itself into the quiesce list, as
+  /// basic_fork_safe_mutex does (may wait for a fork in progress; the first
+  /// one may std::terminate if allocating the list fails). reset and poison:
+  /// record the current fork_generation().
   basic_fork_safe_shared_mutex() noexcept {
     if constexpr (quiesce) {
       node_.ops = &quiesce_ops;
@@ -260,14 +291,20 @@ public:
       generation_.store(static_cast<std::uint32_t>(fork_generation()), std::memory_order_relaxed);
     }
   }
+  /// Requires: not locked, in either mode. A quiesce mutex unlinks itself (it
+  /// may wait for a fork in progress to finish).
   ~basic_fork_safe_shared_mutex() {
     if constexpr (quiesce) detail::quiesce_domain::instance().unlink(node_);
   }
   basic_fork_safe_shared_mutex(const basic_fork_safe_shared_mutex&) = delete; // identity
   basic_fork_safe_shared_mutex& operator=(const basic_fork_safe_shared_mutex&) = delete;
 
-  /// Exclusive lock: blocks until no writer and no reader holds it.
-  /// poison: throws fork_poisoned in a child if a vanished thread held it.
+  /// Exclusive lock: blocks, with no limit, until no writer and no reader
+  /// holds it; once it waits, new readers wait behind it. quiesce: waits at
+  /// the fork gate first, as basic_fork_safe_mutex::lock(). reset: in a
+  /// child, locks that vanished threads held were dropped. poison: throws
+  /// fork_poisoned in a child if a vanished thread held it, as writer or
+  /// reader, until clear_poison(); the other policies never throw.
   void lock() {
     const std::uint32_t me = enter();
     if constexpr (quiesce) {
@@ -280,6 +317,9 @@ public:
     if constexpr (quiesce) ++detail::quiesce_depth_;
   }
 
+  /// Takes the exclusive lock if no writer and no reader holds it (quiesce:
+  /// a lock taken for a fork in progress is busy), without blocking or
+  /// waiting at the fork gate. poison: throws fork_poisoned as lock() does.
   [[nodiscard]] bool try_lock() {
     const std::uint32_t me = try_enter();
     if (!writer_.try_lock(me, std::memory_order_seq_cst) && !take_stale_writer(me)) return false;
@@ -297,9 +337,11 @@ public:
     writer_.unlock_all(); // readers wait on the writer word too
   }
 
-  /// Shared lock: blocks while a writer holds or waits for the lock.
-  /// Throws std::system_error(ENOLCK) past 32 read locks held by this thread;
-  /// poison: fork_poisoned as for lock().
+  /// Shared lock: blocks, with no limit, while a writer holds or waits for
+  /// the lock. quiesce: waits at the fork gate first, as lock(). Throws
+  /// std::system_error(ENOLCK, code() == std::errc::no_lock_available) if
+  /// this thread already holds 32 read locks (nothing is taken); poison:
+  /// fork_poisoned as for lock().
   void lock_shared() {
     enter();
     reserve_hold();
@@ -314,6 +356,8 @@ public:
     record_hold();
   }
 
+  /// Takes a shared lock if no writer holds or waits for it, without
+  /// blocking or waiting at the fork gate. Throws as lock_shared() does.
   [[nodiscard]] bool try_lock_shared() {
     try_enter();
     reserve_hold();
@@ -326,7 +370,7 @@ public:
     return true;
   }
 
-  /// Requires: the calling thread holds a shared lock.
+  /// Requires: the calling thread holds a shared lock it took itself.
   void unlock_shared() noexcept {
     forget_hold();
     if constexpr (quiesce) --detail::quiesce_depth_;
@@ -537,6 +581,7 @@ private:
   [[no_unique_address]] std::conditional_t<quiesce, unsigned char, detail::empty_part<3>> taken_for_fork_{};
 };
 
+/// The drop-in replacement for std::shared_mutex: the quiesce policy.
 using fork_safe_shared_mutex = basic_fork_safe_shared_mutex<>;
 
 } // namespace forksafe

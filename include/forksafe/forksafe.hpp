@@ -7,6 +7,11 @@
 //   <forksafe/fork_safe_condition_variable.hpp> a condition variable for them
 //   <forksafe/process_result.hpp>               fork_call: run a callable in a child, get its value
 //   <forksafe/process_pool.hpp>                 pre-forked workers
+//
+// Every forksafe header also defines FORKSAFE_VERSION_MAJOR, _MINOR, _PATCH
+// and FORKSAFE_VERSION (major * 10000 + minor * 100 + patch), and stops with
+// #error below C++20 or on a system without fork() (neither __unix__ nor
+// __APPLE__).
 
 #ifndef FORKSAFE_FORKSAFE_HPP
 #define FORKSAFE_FORKSAFE_HPP

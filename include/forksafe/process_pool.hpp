@@ -4,7 +4,8 @@
 // hand back process_result<R>, the same handle fork_call returns.
 //
 // Defines:
-//   pool_options   per-task timeout, tasks per worker, shutdown deadline.
+//   pool_options   per-task timeout, tasks per worker, shutdown deadline
+//                  (declared in detail/pool_core.hpp, in namespace forksafe).
 //   process_pool   the pool: submit(f, args...), size(), shutdown().
 //
 // Why: fork_call pays for a fork per task (150-250 µs here, ~40 ms for a
@@ -52,7 +53,8 @@ namespace forksafe {
 /// the result is void or trivially_serializable. A lambda that captures a
 /// pointer or a reference cannot be told apart from one that captures values:
 /// such a capture would point into the parent's memory as it was when the
-/// worker was forked. Capture values.
+/// worker was forked. Capture values. The worker calls its copy of `f` with
+/// lvalues of its copies of the arguments. Checked at compile time only.
 template <class F, class... Args>
 concept pool_task = std::invocable<std::decay_t<F>&, std::decay_t<Args>&...> &&
                     (std::is_pointer_v<std::decay_t<F>> ? std::is_function_v<std::remove_pointer_t<std::decay_t<F>>>
@@ -71,37 +73,64 @@ concept pool_task = std::invocable<std::decay_t<F>&, std::decay_t<Args>&...> &&
 /// | runs past pool_options::task_timeout        | throws child_error, timed_out()                    | worker killed, replaced |
 /// | is still queued at a shutdown past its deadline | throws child_error, lost()                     | stopped             |
 ///
-/// Thread-safety: submit() may be called from any number of threads at once;
-/// each process_result is used by one thread at a time.
+/// Thread-safety: submit() and size() may be called from any number of
+/// threads at once, also while shutdown() runs (once it has begun, submit()
+/// throws); shutdown() and the destructor must not run concurrently with each
+/// other or with a second shutdown(). Each process_result is used by one
+/// thread at a time.
 ///
-/// Workers are forked when the pool starts and whenever one must be replaced,
-/// with fork(), so atfork_registry handlers run and fork_safe_mutex locks are
-/// quiesced; the parent may have threads. A worker may use threads. Workers
-/// die with the parent (PR_SET_PDEATHSIG). Code loaded with dlopen after the
-/// pool started is not mapped in its workers: submitting it throws
-/// std::invalid_argument rather than crashing a worker.
+/// Workers are forked when the pool starts and whenever one must be replaced
+/// (then from the pool's supervisor thread, at times the program does not
+/// choose), with fork(), so atfork_registry handlers run and fork_safe_mutex
+/// locks are quiesced; the parent may have threads. In a worker, caught
+/// signals are reset to SIG_DFL (ignored ones stay ignored). A worker may use
+/// threads; it runs one task at a time, and what a task leaves behind in it
+/// (globals, leaks, threads) is seen by the later tasks it runs
+/// (pool_options::max_tasks_per_worker bounds that). A worker exits once the
+/// parent is gone: it checks once a second while idle, so a running task
+/// finishes first. Code loaded with dlopen after the pool started is not
+/// mapped in its workers: submitting it throws std::invalid_argument rather
+/// than crashing a worker.
+///
+/// In a process forked from the pool's owner (a plain fork()), the inherited
+/// copy is not that process's pool: its workers, mapping and supervisor are
+/// the parent's. Do not use or destroy it there (end such a child with
+/// _exit): shutting the copy down (its destructor, when the child returns
+/// from main) tells the parent's workers to exit through the shared mapping
+/// and SIGKILLs busy ones at the deadline. fork_call's children and the
+/// pool's workers end with _exit, so they destroy nothing.
 ///
 /// Not copyable, not movable (the supervisor thread holds its address).
 class process_pool {
 public:
-  /// Forks `workers` worker processes (at least 1). Throws std::system_error
-  /// if a worker, the shared mapping or a descriptor cannot be made; what was
-  /// made by then is undone.
+  /// Forks `workers` worker processes (0 is taken as 1) and starts the
+  /// supervisor thread. Blocks for the forks (each waits for the
+  /// atfork_registry prepare handlers, see fork_call). Throws
+  /// std::system_error if a worker, the shared mapping, a descriptor or the
+  /// thread cannot be made (errno: EAGAIN, ENOMEM, EMFILE...), std::bad_alloc;
+  /// what was made by then is undone. `options`: see pool_options; its
+  /// task_timeout counts from when a worker takes the task, not from submit().
   explicit process_pool(std::size_t workers, pool_options options = {})
       : core_(std::make_shared<detail::pool_core>(workers == 0 ? 1 : workers, options)) {
     core_->start();
   }
 
-  /// Shuts down (see shutdown()).
+  /// Shuts down (see shutdown(), also for how long it blocks). Handles of
+  /// tasks stay usable: their outcomes are known by then.
   ~process_pool() { core_->shutdown(); }
 
   process_pool(const process_pool&) = delete; // workers and the supervisor belong to one pool
   process_pool& operator=(const process_pool&) = delete;
 
-  /// Queues `f(args...)` to run in a worker; returns at once. The callable
-  /// and the arguments are copied as bytes (at most 1 KiB together; more is
-  /// a compile-time error). Throws std::invalid_argument if `f`'s code was
-  /// loaded after the pool started, std::logic_error after shutdown().
+  /// Queues `f(args...)` to run in a worker and returns without waiting for
+  /// one, with a process_result<R>, R being the call's result type without
+  /// cv. The callable and the arguments are copied as bytes (at most 1 KiB
+  /// together; more is a compile-time error). Tasks are handed to idle
+  /// workers in submission order. Throws std::invalid_argument
+  /// if `f`'s code was loaded after the pool started, std::logic_error once
+  /// shutdown() has begun, std::system_error with errno if the memory for a
+  /// result above 1 KiB cannot be made (memfd_create, ftruncate, mmap),
+  /// std::bad_alloc.
   template <class F, class... Args>
     requires pool_task<F, Args...>
   [[nodiscard]] process_result<detail::call_result_t<std::decay_t<F>&, std::decay_t<Args>&...>>
@@ -118,13 +147,16 @@ public:
     return detail::result_access::from_remote<R>(std::move(ticket));
   }
 
-  /// The number of workers.
+  /// The number of worker slots, fixed at construction (a slot whose worker is
+  /// being replaced still counts).
   [[nodiscard]] std::size_t size() const noexcept { return core_->size(); }
 
   /// Stops accepting tasks, lets queued and running tasks finish, then ends
-  /// the workers. Waits at most pool_options::shutdown_deadline; then kills
-  /// the workers still busy (their tasks fail timed_out) and fails tasks still
-  /// queued as lost. Never hangs; idempotent; leaves no zombie.
+  /// the workers. Waits at most pool_options::shutdown_deadline (counted from
+  /// the first call); then kills the workers still busy (their tasks fail
+  /// timed_out) and fails tasks still queued as lost. Blocks until then, plus
+  /// up to ~100 ms per worker that does not exit when told. Never hangs;
+  /// idempotent; leaves no zombie.
   void shutdown() { core_->shutdown(); }
 
 private:

@@ -20,11 +20,12 @@
 // never a hang, a zombie or a leaked descriptor.
 //
 // How a result travels. Before fork() the parent makes a pipe (O_CLOEXEC)
-// and, for a result larger than 1 KiB (detail::inline_result_limit), a
-// shared anonymous mapping. The child constructs a large result in place in
-// the mapping (guaranteed copy elision: no copy of it on any stack), then
-// writes one frame of at most PIPE_BUF bytes to the pipe: the small value
-// itself, "the value is in the mapping", or the exception's type and what().
+// and, for a result larger than 1 KiB (detail::inline_result_limit) or
+// aligned to more than 64 bytes, a shared anonymous mapping. The child
+// constructs a large result in place in the mapping (guaranteed copy
+// elision: no copy of it on any stack), then writes one frame of at most
+// PIPE_BUF bytes to the pipe: the small value itself, "the value is in the
+// mapping", or the exception's type and what().
 // A write of at most PIPE_BUF bytes is atomic and always fits in the empty
 // pipe, so the child never blocks on a full pipe. The frame is written
 // before the child exits, so success never depends on waitpid(): with
@@ -247,10 +248,11 @@ public:
   /// character boundary; what_truncated() says whether it was cut.
   static constexpr std::size_t max_what_length = 1024;
   /// The exception's type travels as its mangled name, cut to this many bytes
-  /// (a longer one is shown mangled), and is demangled in the parent.
+  /// (a longer one is shown cut and mangled), and is demangled in the parent.
   static constexpr std::size_t max_type_name_length = 256;
   /// The exit code of a child that could not write its result (the callable
-  /// closed the result descriptor, say): reported as exited() with this code.
+  /// closed the result descriptor, say), or of a process_pool worker that
+  /// could not map a large result's memory: reported as exited() with it.
   static constexpr int undelivered_exit_code = 126;
 
   /// Everything a child_error carries; forksafe fills it in.
@@ -265,11 +267,15 @@ public:
 
   /// Builds the error and its what() sentence. Public so that code wrapping
   /// forksafe (and its tests) can make one; forksafe itself is the usual source.
+  /// Throws std::bad_alloc.
   explicit child_error(details d)
       : std::runtime_error(describe(d)), details_(std::make_shared<const details>(std::move(d))) {}
 
+  /// How the child ended; the predicates below test one reason each.
   [[nodiscard]] reason why() const noexcept { return details_->why; }
-  /// The child's process id (already reaped: do not signal it).
+  /// The child's process id; for a process_pool task, its worker's. Do not
+  /// signal it: the process may have been reaped and the number reused, or
+  /// (a worker whose task threw) it may be running other tasks.
   [[nodiscard]] pid_t pid() const noexcept { return details_->pid; }
 
   [[nodiscard]] bool exited() const noexcept { return why() == reason::exited; }
@@ -813,7 +819,8 @@ struct no_storage {};
 
 /// The handle on one fork_call: the child process and, once it ended, its
 /// value or the child_error that says how it ended. Move-only; made by
-/// fork_call.
+/// fork_call, and by process_pool::submit for a task run in a pool worker
+/// (differences noted below and on each member).
 ///
 /// What get() does, for each way a child can end:
 ///
@@ -830,13 +837,17 @@ struct no_storage {};
 /// | could not be started                                  | (fork_call threw std::system_error instead)   |
 ///
 /// The outcome is known once the child has ended (its pidfd turned
-/// readable); without a pidfd, also once its result frame arrived. get() can
-/// be called again: it returns the same value or throws the same error.
+/// readable); without a pidfd, also once its result frame arrived. A pool
+/// task's outcome is known once its worker answered or ended (see
+/// process_pool for its table). get() can be called again: it returns the
+/// same value or throws the same error.
 ///
 /// Destruction: a child that still runs is killed with SIGKILL (its process
 /// group too, with own_process_group) and reaped; nothing is left as a zombie.
 /// (Without a pidfd, that includes a child that delivered its result but had
-/// not been seen to exit yet: it is past the callable, inside _exit.)
+/// not been seen to exit yet: it is past the callable, inside _exit.) A pool
+/// task is not cancelled: it runs on (or stays queued) and the pool discards
+/// its result.
 ///
 /// Thread-safety: none; one thread at a time uses a handle (different
 /// handles may be used by different threads at once).
@@ -859,11 +870,13 @@ class [[nodiscard]] process_result {
   using storage_type = std::conditional_t<in_handle, detail::inline_storage<T>, detail::no_storage>;
 
 public:
+  /// The callable's result type, cv-unqualified; may be void.
   using value_type = T;
 
   /// An empty handle: valid() is false.
   process_result() noexcept = default;
 
+  /// Takes over `other`'s child and outcome; `other` becomes !valid().
   process_result(process_result&& other) noexcept
       : result_fd_(std::move(other.result_fd_)), region_(std::move(other.region_)), storage_(other.storage_),
         error_(std::move(other.error_)), deadline_(other.deadline_),
@@ -872,7 +885,7 @@ public:
         remote_(std::move(other.remote_)), child_(std::move(other.child_)) {}
 
   /// Takes over `other`'s child. A child this handle still had is killed and
-  /// reaped first, as by the destructor.
+  /// reaped first, as by the destructor (a pool task it had is dropped).
   process_result& operator=(process_result&& other) noexcept {
     if (this != &other) {
       child_ = std::move(other.child_); // kills and reaps the child this handle had
@@ -894,15 +907,18 @@ public:
   process_result(const process_result&) = delete; // one owner reaps the child
   process_result& operator=(const process_result&) = delete;
 
-  /// Kills (SIGKILL) and reaps a child that still runs; closes and unmaps.
+  /// Kills (SIGKILL) and reaps a child that still runs (blocking until the
+  /// kernel has ended it); closes and unmaps. A pool task is dropped, not
+  /// cancelled.
   ~process_result() = default;
 
-  /// Waits until the child has ended, then returns a reference to the value,
-  /// which lives in this handle (inline, or in the shared mapping for a large
-  /// T: a 64 MiB result is never copied onto a stack) and stays valid until
-  /// the handle is destroyed or assigned to. Throws child_error if the child
-  /// delivered no value (see the table above), std::future_error(no_state)
-  /// if !valid(), std::system_error if waiting itself failed.
+  /// Waits as wait() does (no limit but the timeout), then returns a
+  /// reference to the value, which lives in this handle (inline, or in the
+  /// shared mapping for a large T: a 64 MiB result is never copied onto a
+  /// stack) and stays valid until the handle is destroyed, assigned to or
+  /// moved from. Throws child_error if the child delivered no value (see the
+  /// table above), std::future_error(no_state) if !valid(), std::system_error
+  /// if waiting itself failed (waitid with an errno other than EINTR/ECHILD).
   std::add_lvalue_reference_t<T> get() & {
     wait();
     if (state_ == state::failed) throw *error_;
@@ -925,15 +941,18 @@ public:
   }
 
   /// Waits until the outcome is known (the child ended, or its timeout passed
-  /// and it was killed and reaped). Does not throw the child's error; get()
-  /// does. Throws std::future_error(no_state) if !valid().
+  /// and it was killed and reaped; a pool task: its worker answered or
+  /// ended). No limit but fork_options::timeout (pool_options::task_timeout).
+  /// Does not throw the child's error; get() does. Throws
+  /// std::future_error(no_state) if !valid(), std::system_error as get().
   void wait() {
     require_valid();
     (void)wait_steady(std::chrono::steady_clock::time_point::max());
   }
 
   /// Waits at most `d`: std::future_status::ready once the outcome is known,
-  /// timeout otherwise (never deferred). EINTR is retried internally.
+  /// timeout otherwise (never deferred). EINTR is retried internally. Kills
+  /// and reaps a child whose fork_options::timeout passed. Throws as wait().
   template <class Rep, class Period>
   std::future_status wait_for(const std::chrono::duration<Rep, Period>& d) {
     require_valid();
@@ -942,7 +961,7 @@ public:
   }
 
   /// Waits until `t` on `Clock` (re-read after every wake, so a clock that
-  /// jumps is followed): ready or timeout.
+  /// jumps is followed): ready or timeout. Otherwise as wait_for().
   template <class Clock, class Duration>
   std::future_status wait_until(const std::chrono::time_point<Clock, Duration>& t) {
     require_valid();
@@ -957,8 +976,7 @@ public:
   }
 
   /// Whether the outcome is known, without blocking (beyond killing and
-  /// reaping a child whose timeout has passed). Throws
-  /// std::future_error(no_state) if !valid().
+  /// reaping a child whose timeout has passed). Throws as wait().
   [[nodiscard]] bool ready() {
     require_valid();
     return wait_steady(std::chrono::steady_clock::time_point::min());
@@ -969,6 +987,7 @@ public:
 
   /// The child's process id, or -1 if !valid(). Once the child was reaped the
   /// number may belong to another process: use kill() to signal the child.
+  /// A pool task: its worker's pid, -1 while queued.
   [[nodiscard]] pid_t pid() const noexcept {
     if (!valid()) return -1;
     return remote_ ? remote_->pid : child_.pid();
@@ -978,8 +997,10 @@ public:
   /// the child's pidfd, or, where none could be opened, the read end of the
   /// result pipe (readable once the result arrived; if the child dies without
   /// one, only at EOF, which a sibling holding a copy of the write end can
-  /// delay: poll with a timeout and call ready()). Owned by the handle; -1 if
-  /// !valid(). Once it is readable, get() does not block.
+  /// delay: poll with a timeout and call ready()). A pool task: an eventfd,
+  /// made on the first call (if it cannot be made, std::terminate: this is
+  /// noexcept), readable once the outcome is known. Owned by the handle; -1
+  /// if !valid(). Once it is readable, get() does not block.
   [[nodiscard]] int native_handle() const noexcept {
     if (!valid()) return -1;
     if (remote_) return remote_->native_handle();
@@ -987,12 +1008,16 @@ public:
   }
 
   /// When the child's timeout expires (time_point::max() without one), for a
-  /// caller that waits on native_handle() itself.
+  /// caller that waits on native_handle() itself. Always time_point::max()
+  /// for a pool task: the pool enforces pool_options::task_timeout itself.
   [[nodiscard]] std::chrono::steady_clock::time_point deadline() const noexcept { return deadline_; }
 
   /// Sends `sig` to the child (and its process group, with own_process_group)
   /// while it runs; does nothing once the outcome is known, so a reused pid is
-  /// never signalled. A child killed this way is reported as signaled().
+  /// never signalled. A child killed this way is reported as signaled(),
+  /// unless it had already delivered its value. A pool task: signals its
+  /// worker while the task runs there (a killed worker is replaced); does
+  /// nothing while the task is queued.
   void kill(int sig = SIGKILL) noexcept {
     if (state_ != state::running) return;
     if (remote_) {
@@ -1184,9 +1209,12 @@ private:
 // ---------------------------------------------------------------------------
 
 /// Forks; the child runs `std::invoke(f, args...)` and delivers its result.
-/// Returns at once with the handle; get() waits. `f` and `args` are used in
-/// the child only (it owns a copy of the whole address space), so they need
-/// not be serialisable, and a callable may capture anything: only the result
+/// Returns process_result<R>, R being that call's result type without cv,
+/// once fork() has returned (that fork can wait for atfork_registry prepare
+/// handlers: quiesce locks held by other threads delay it, without limit);
+/// get() waits for the child. `f` and `args` are used in the child only (it
+/// owns a copy of the whole address space), so they need not be
+/// serialisable, and a callable may capture anything: only the result
 /// crosses back.
 ///
 /// Constraint: `f(args...)` is invocable and returns void or a
@@ -1197,14 +1225,17 @@ private:
 /// In the parent: flushes C stdio and std::cout/std::clog/std::cerr (so
 /// buffered output is not printed twice), blocks every signal across fork(),
 /// runs the atfork_registry's handlers (as any fork() does).
-/// In the child: restores the signal mask, resets crash signals to SIG_DFL (a
-/// crash is reported as its signal, not handled by an inherited handler),
-/// runs the callable under a catch-all, builds the result in place, flushes
-/// its stdio and standard C++ streams, writes its result frame and ends with
-/// _exit on every path: no atexit handler, static destructor or test
-/// framework reporter runs there, and nothing unwinds past fork_call. A
-/// process the callable forks that returns into fork_call ends there
-/// silently; only the child reports.
+/// In the child: only the calling thread exists; the registry's child
+/// handlers have run (fork_generation() is one higher, fork-safe mutexes
+/// behave as their policy says). It restores the signal mask, resets crash
+/// signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS) to
+/// SIG_DFL (a crash is reported as its signal, not handled by an inherited
+/// handler; other handlers stay), runs the callable under a catch-all,
+/// builds the result in place, flushes its stdio and standard C++ streams,
+/// writes its result frame and ends with _exit on every path: no atexit
+/// handler, static destructor or test framework reporter runs there, and
+/// nothing unwinds past fork_call. A process the callable forks that returns
+/// into fork_call ends there silently (exit code 0); only the child reports.
 ///
 /// Errors: std::system_error with errno if the child cannot be started:
 /// EMFILE/ENFILE (the pipe), ENOMEM (the shared mapping, e.g. under
