@@ -400,6 +400,41 @@ TEST_CASE("quiesce: a thread taking A then B with no pause between rounds: 1,000
   CHECK(outcome.exited_with(0));
 }
 
+TEST_CASE("quiesce: a thread holding B that waits for A, which a failed fork pass had tagged, is woken: 300 forks") {
+  // A is older than B, so a pass tags A, finds B busy and backs out. The
+  // thread, holding B, met A's tag and sleeps until the gate word changes.
+  // If only the end of a fork changed it, neither could go on: the fork
+  // retries for ever (it needs B), the thread sleeps for ever (holding B).
+  const auto outcome = run_in_child(
+      [] {
+        forksafe::fork_safe_mutex a, b;
+        std::atomic<bool> stop{false};
+        std::atomic<long> rounds{0};
+        std::thread t([&] {
+          while (!stop.load(std::memory_order_relaxed)) {
+            std::lock_guard lb(b);
+            std::lock_guard la(a); // holds B, wants A
+            rounds.fetch_add(1, std::memory_order_relaxed);
+          }
+        });
+        int bad = 0;
+        for (int i = 0; i < 300; ++i) {
+          const auto c = run_in_child(
+              [&] {
+                std::scoped_lock both(a, b);
+                return 0;
+              },
+              5s);
+          bad += c.exited_with(0) ? 0 : 1;
+        }
+        stop = true;
+        t.join();
+        return bad == 0 && rounds.load() > 0 ? 0 : 1;
+      },
+      60s);
+  CHECK(outcome.exited_with(0));
+}
+
 // A handler registered while the program starts is older than the quiesce
 // domain (created with the first quiesce lock), so its prepare runs after the
 // domain has taken every quiesce lock for the fork: a window in which another

@@ -544,7 +544,14 @@ private:
                                     : detail::stale_fork_tag(owner) && m.writer_.replace_owner(owner, tag);
       if (taken) {
         std::atomic_thread_fence(std::memory_order_seq_cst); // pairs with a reader's increment-then-check
-        if ((m.readers_.load(std::memory_order_seq_cst) & count_mask) == mine) return true;
+        if ((m.readers_.load(std::memory_order_seq_cst) & count_mask) == mine) {
+          // A reader may still increment, see the tag and step back; if
+          // fork() falls between its two steps, the child has a count
+          // for a thread that does not exist there: fix_child drops it.
+          m.taken_for_fork_ = 2;
+          detail::quiesce_domain::instance().needs_child_fix();
+          return true;
+        }
         m.writer_.unlock_all();
         return false;
       }
@@ -561,10 +568,16 @@ private:
       if (m.taken_for_fork_ != 0) m.taken_for_fork_ = 0;
       return true;
     case detail::quiesce_op::fix_child:
-      if (m.taken_for_fork_ != 0) {
+      if (m.taken_for_fork_ == 1) {
         m.taken_for_fork_ = 0;
         m.writer_.reset_in_child(); // the waiting writer did not survive
         m.readers_.store(detail::shared_holds_.holds_of(&m), std::memory_order_relaxed);
+      } else if (m.taken_for_fork_ == 2) {
+        // Taken under the tag: the only read locks are the forking thread's.
+        // Written only when a vanished reader's step is in the count, so
+        // the usual child does not copy this page.
+        const std::uint32_t mine = detail::shared_holds_.holds_of(&m);
+        if (m.readers_.load(std::memory_order_relaxed) != mine) m.readers_.store(mine, std::memory_order_relaxed);
       }
       return true;
     }

@@ -178,10 +178,22 @@ private:
       if (!n->ops(*n, quiesce_op::try_take)) {
         for (quiesce_node* p = n->prev; p != &head_; p = p->prev) p->ops(*p, quiesce_op::give_back);
         list_lock_.unlock();
+        abandon_epoch();
         return false; // the gate stays closed while the registry backs off
       }
     }
     return true;
+  }
+
+  // A pass that backs out moves to a new epoch, the gate still closed. A
+  // thread that met one of the locks this pass tagged sleeps until the gate
+  // word changes: it may hold the very lock that made the pass fail (it
+  // holds B and wants A, A was tagged, B was busy), so it must wake now,
+  // not when the fork ends, which waits for it. Tags of the abandoned epoch
+  // are stale, so it takes over whatever it finds tagged.
+  void abandon_epoch() noexcept {
+    quiesce_gate_.fetch_add(2, std::memory_order_seq_cst); // epoch e+1, still closed
+    if (quiesce_gate_waiters_.load(std::memory_order_seq_cst) != 0) futex_wake(quiesce_gate_, INT_MAX);
   }
 
   // Opens the gate into a new epoch: every lock tagged for this fork is free.
