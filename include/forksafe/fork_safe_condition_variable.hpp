@@ -24,6 +24,7 @@
 #include <atomic>             // sequence word, waiter count
 #include <chrono>             // wait_for, wait_until
 #include <climits>            // INT_MAX
+#include <cerrno>             // EINTR: a signal is not a wake-up
 #include <condition_variable> // std::cv_status
 #include <cstdint>            // std::uint32_t
 #include <mutex>              // std::unique_lock
@@ -34,7 +35,9 @@ namespace forksafe {
 /// P; any BasicLockable works). Same contract as std::condition_variable_any:
 /// wait() atomically releases the lock and blocks until notified, then
 /// reacquires the lock; spurious wake-ups happen, so wait in a loop or use the
-/// predicate forms.
+/// predicate forms. A signal handler that runs during a wait is not a
+/// wake-up: the wait goes on for the time left (an EINTR storm cannot make
+/// wait_for return early, tested).
 ///
 /// Fork: a child never hangs in wait, notify or the destructor because of
 /// waiters that existed before the fork; those waiters simply do not exist
@@ -127,7 +130,18 @@ private:
     const std::uint32_t seen = sequence_.load(std::memory_order_seq_cst);
     waiters_.fetch_add(1, std::memory_order_seq_cst);
     lock.unlock();
-    detail::futex_wait(sequence_, seen, timeout);
+    // A signal handler that ran is not a wake-up: wait again for what is
+    // left, so a stream of signals cannot turn into a stream of spurious
+    // returns (and a caller's wait_for loop into one that never ends).
+    const auto until = timeout != nullptr ? std::chrono::steady_clock::now() + detail::to_duration(*timeout)
+                                          : std::chrono::steady_clock::time_point::max();
+    timespec left = timeout != nullptr ? *timeout : timespec{};
+    while (detail::futex_wait(sequence_, seen, timeout != nullptr ? &left : nullptr) == EINTR) {
+      if (timeout == nullptr) continue;
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= until) break;
+      left = detail::to_timespec(until - now);
+    }
     waiters_.fetch_sub(1, std::memory_order_relaxed);
     lock.lock();
   }

@@ -10,6 +10,7 @@
 #include "config.hpp"
 
 #include <atomic>  // std::atomic<std::uint32_t>
+#include <cerrno>  // errno: why a wait ended
 #include <chrono>  // timed waits
 #include <cstdint> // std::uint32_t
 #include <thread>  // fallback: std::this_thread::sleep_for
@@ -30,17 +31,21 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
 
 /// Blocks while `word == expected`, for at most `timeout` (nullptr: no limit).
 /// May return early (spuriously, on a signal, or after a wake): callers loop.
-inline void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
-                       const timespec* timeout = nullptr) noexcept {
+/// Returns 0 after a wake, or the errno of the wait: EINTR (a signal
+/// handler ran), ETIMEDOUT, EAGAIN (`word` was not `expected`).
+inline int futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                      const timespec* timeout = nullptr) noexcept {
 #if defined(__linux__)
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, timeout,
-            nullptr, 0);
+  const long rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected,
+                            timeout, nullptr, 0);
+  return rc == 0 ? 0 : errno;
 #else
   if (timeout == nullptr) {
     word.wait(expected, std::memory_order_relaxed);
   } else if (word.load(std::memory_order_relaxed) == expected) {
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
+  return 0;
 #endif
 }
 
@@ -62,6 +67,11 @@ inline void futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept {
 inline timespec to_timespec(std::chrono::nanoseconds d) noexcept {
   if (d.count() < 0) d = std::chrono::nanoseconds(0);
   return timespec{static_cast<time_t>(d.count() / 1'000'000'000), static_cast<long>(d.count() % 1'000'000'000)};
+}
+
+/// The duration a relative timespec stands for.
+inline std::chrono::nanoseconds to_duration(const timespec& ts) noexcept {
+  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
 }
 
 } // namespace forksafe::detail
