@@ -10,6 +10,8 @@
 #include <atomic>  // counters
 #include <cstdlib> // std::abort
 #include <fstream> // /proc/self/maps
+#include <optional> // a pool destroyed on purpose
+#include <stdexcept> // std::logic_error
 #include <future>  // std::async: the seed's inner pool
 #include <string>  // rejected results
 #include <thread>  // submitting threads
@@ -245,6 +247,66 @@ TEST_CASE("process_pool: shutdown finishes queued tasks; a stuck task is killed 
   } catch (const child_error& e) {
     CHECK(e.timed_out());
   }
+}
+
+TEST_CASE("process_pool: destroying the pool while another thread waits in get() ends the wait, never a crash") {
+  int ended = 0;
+  for (int i = 0; i < 200; ++i) {
+    std::optional<process_pool> pool(std::in_place, 1, forksafe::pool_options{.shutdown_deadline = 1ms});
+    auto r = pool->submit([] {
+      std::this_thread::sleep_for(10s);
+      return 0;
+    });
+    std::atomic<bool> timed_out{false};
+    std::thread waiter([&] {
+      try {
+        (void)r.get();
+      } catch (const child_error& e) {
+        timed_out = e.timed_out();
+      }
+    });
+    std::this_thread::sleep_for(1ms); // the waiter is in get(), on the worker's slot
+    pool.reset();                     // kills the busy worker at the deadline, ends the workers
+    waiter.join();
+    ended += timed_out ? 1 : 0;
+  }
+  CHECK(ended == 200);
+}
+
+TEST_CASE("process_pool: two threads shutting down one pool at once both return; nothing is joined twice") {
+  for (int i = 0; i < 20; ++i) {
+    process_pool pool(1);
+    auto r = pool.submit(square, i);
+    std::thread other([&] { pool.shutdown(); });
+    pool.shutdown();
+    other.join();
+    CHECK(r.get() == i * i);
+  }
+}
+
+TEST_CASE("process_pool: a forked child that destroys its copy of the pool leaves the owner's pool alone") {
+  std::optional<process_pool> pool(std::in_place, 1);
+  auto running = pool->submit([] {
+    std::this_thread::sleep_for(200ms);
+    return 5;
+  });
+  const auto child = forksafe_test::run_in_child([&] {
+    int code = 0;
+    try {
+      (void)pool->submit(square, 2);
+      code = 1; // submitting from a forked process must be refused
+    } catch (const std::logic_error&) {
+    }
+    pool.reset(); // must neither join the supervisor (not here), nor stop or kill the owner's workers
+    return code;
+  });
+  CHECK(child.exited_with(0));
+  CHECK(running.get() == 5);
+  // The same worker runs the next task: nothing told it to exit.
+  const pid_t worker = running.pid();
+  CHECK(pool->submit([] { return ::getpid(); }).get() == worker);
+  pool.reset();
+  CHECK(forksafe_test::count_zombie_children() == 0);
 }
 
 TEST_CASE("process_pool: 100 pools created and destroyed leave no zombie, descriptor or mapping") {

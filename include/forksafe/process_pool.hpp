@@ -94,11 +94,9 @@ concept pool_task = std::invocable<std::decay_t<F>&, std::decay_t<Args>&...> &&
 ///
 /// In a process forked from the pool's owner (a plain fork()), the inherited
 /// copy is not that process's pool: its workers, mapping and supervisor are
-/// the parent's. Do not use or destroy it there (end such a child with
-/// _exit): shutting the copy down (its destructor, when the child returns
-/// from main) tells the parent's workers to exit through the shared mapping
-/// and SIGKILLs busy ones at the deadline. fork_call's children and the
-/// pool's workers end with _exit, so they destroy nothing.
+/// the owner's. submit() there throws std::logic_error; shutdown() and the
+/// destructor only close that process's copies of the pool's descriptors,
+/// and neither stop, signal nor wait for the owner's workers (tested).
 ///
 /// Not copyable, not movable (the supervisor thread holds its address).
 class process_pool {

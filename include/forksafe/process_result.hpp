@@ -50,6 +50,7 @@
 
 #include <algorithm>    // std::min, std::max
 #include <array>        // std::array: serialisable when its element is
+#include <atomic>       // a pool task's pid, set by the pool's threads
 #include <cerrno>       // errno, EINTR, EAGAIN
 #include <chrono>       // timeouts and deadlines
 #include <climits>      // PIPE_BUF: the largest atomic pipe write
@@ -785,7 +786,7 @@ struct remote_result {
   std::size_t frame_size = 0; // 0: no frame arrived; see status
   child_status status{};
   bool killed_for_timeout = false;
-  pid_t pid = -1; // the process that ran it (-1 while queued)
+  std::atomic<pid_t> pid{-1}; // the process that runs or ran it (-1 while queued); set by the pool's threads
   shared_region region;
 };
 
@@ -990,7 +991,7 @@ public:
   /// A pool task: its worker's pid, -1 while queued.
   [[nodiscard]] pid_t pid() const noexcept {
     if (!valid()) return -1;
-    return remote_ ? remote_->pid : child_.pid();
+    return remote_ ? remote_->pid.load(std::memory_order_relaxed) : child_.pid();
   }
 
   /// A descriptor that turns readable when the child is done, for poll/epoll:

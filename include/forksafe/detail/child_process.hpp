@@ -328,10 +328,11 @@ public:
   }
 
   /// Sends `sig` to the child (and to its process group when it has its own).
-  /// Does nothing once the child has been reaped: a pid is never signalled
-  /// after it may have been reused.
+  /// Does nothing once the child has been reaped (a pid is never signalled
+  /// after it may have been reused), nor in a process forked from the owner
+  /// (the child is its sibling there, not its child).
   void kill(int sig) noexcept {
-    if (!valid() || status_.ended()) return;
+    if (!valid() || status_.ended() || ::getpid() != owner_) return;
     if (own_group_) ::kill(-pid_, sig);
 #if defined(__linux__) && defined(SYS_pidfd_send_signal)
     if (pidfd_ >= 0) {
@@ -345,7 +346,7 @@ public:
   /// Kills the child with `sig` if it still runs and reaps it. A child that
   /// was still running is reported as timed_out with `sig`.
   const child_status& kill_and_reap(int sig = SIGKILL) {
-    if (!valid() || poll().ended()) return status_;
+    if (!valid() || ::getpid() != owner_ || poll().ended()) return status_;
     kill(sig);
     wait();
     if (status_.how == child_status::kind::signaled && status_.value == sig) {

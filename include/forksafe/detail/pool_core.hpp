@@ -38,6 +38,7 @@
 #include <sys/eventfd.h>  // eventfd: workers and submitters wake the supervisor
 #include <sys/mman.h>     // memfd_create, mmap
 #include <sys/socket.h>   // socketpair, SCM_RIGHTS: a large result's memfd
+#include <sys/stat.h>     // fstat: is a worker's descriptor still its own?
 #include <unistd.h>       // read, write, close, ftruncate
 
 #if defined(__linux__)
@@ -91,6 +92,7 @@ using pool_invoke_fn = void (*)(const unsigned char* request, void* region, std:
 /// One worker's mailbox, in the shared mapping.
 struct alignas(64) pool_slot {
   std::atomic<std::uint32_t> request_seq{0};    // the parent bumps it after writing a request
+  std::atomic<std::uint32_t> taken_seq{0};      // the worker sets it to request_seq once it took the request
   std::atomic<std::uint32_t> response_seq{0};   // the worker bumps it after writing a response
   std::atomic<std::uint32_t> parent_waiting{0}; // threads of the parent waiting on response_seq
   pool_op op = pool_op::run;
@@ -133,6 +135,7 @@ struct pool_ticket final : remote_result {
   std::array<unsigned char, pool_request_capacity> request; // only request_size bytes are meaningful
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   int event_fd = -1; // made on demand for native_handle()
+  bool kill_requested = false; // kill() was called on it (under the pool's lock)
 
   // User-provided, so make_shared does not zero the 5 KiB of buffers first:
   // only the bytes a task writes are ever read.
@@ -191,12 +194,31 @@ inline int receive_fd(int socket) noexcept {
   return fd;
 }
 
+/// Which open file a descriptor refers to, so a worker can tell that a task
+/// closed one of its descriptors and the number now names something else.
+struct fd_identity {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  static fd_identity of(int fd) noexcept {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return {};
+    return {st.st_dev, st.st_ino};
+  }
+  friend bool operator==(const fd_identity&, const fd_identity&) = default;
+};
+
 /// A worker's whole life: wait for a request, run it, answer; until told to
 /// exit, or until the parent is gone (checked once a second while idle: a
 /// parent-death signal would follow the forking thread, not the process).
-/// Returns the exit code (child_process::spawn _exits with it).
+/// A task that closed the worker's socket or event descriptor (or put
+/// something else at their numbers) gets its answer through the slot, and
+/// the worker then exits to be replaced: it never writes into a descriptor
+/// that is no longer its own. Returns the exit code (child_process::spawn
+/// _exits with it).
 inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t parent) noexcept {
   const pid_t self = ::getpid();
+  const fd_identity socket_id = fd_identity::of(socket);
+  const fd_identity events_id = fd_identity::of(events_fd);
   // The slot was reset to 0 before the fork: a request may already be there.
   std::uint32_t seen = 0;
   const timespec second{1, 0};
@@ -209,6 +231,7 @@ inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t pa
     }
     seen = now;
     if (slot.op == pool_op::exit) return 0;
+    slot.taken_seq.store(now, std::memory_order_release); // from here on, a death fails this task
     void* region = nullptr;
     const std::size_t region_size = slot.region_size;
     if (region_size != 0) {
@@ -223,19 +246,22 @@ inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t pa
     slot.invoke(slot.request, region, region_size, slot, self);
     if (::getpid() != self) return 0; // a process the task forked came back here: only the worker answers
     if (region != nullptr) ::munmap(region, region_size);
+    const bool intact = fd_identity::of(socket) == socket_id && fd_identity::of(events_fd) == events_id;
     slot.response_seq.fetch_add(1, std::memory_order_seq_cst);
     if (slot.parent_waiting.load(std::memory_order_seq_cst) != 0) {
       shared_futex_wake(slot.response_seq, INT_MAX);
-    } else {
+    } else if (intact) {
       const std::uint64_t one = 1;
       (void)!::write(events_fd, &one, sizeof one); // the supervisor collects it
     }
+    if (!intact) return 0; // the supervisor sees the end, collects the answer, replaces the worker
   }
 }
 
 class pool_core : public std::enable_shared_from_this<pool_core> {
 public:
-  pool_core(std::size_t workers, const pool_options& options) : options_(options), workers_(workers) {}
+  pool_core(std::size_t workers, const pool_options& options)
+      : options_(options), workers_(workers), owner_(::getpid()) {}
   pool_core(const pool_core&) = delete;
   pool_core& operator=(const pool_core&) = delete;
   ~pool_core() { shutdown(); }
@@ -254,6 +280,10 @@ public:
 
   std::shared_ptr<pool_ticket> submit(pool_invoke_fn invoke, std::size_t result_bytes, const void* payload,
                                       std::size_t payload_size, const void* code) {
+    if (::getpid() != owner_) {
+      throw std::logic_error("forksafe::process_pool::submit: called in a process forked from the pool's "
+                             "owner; the workers belong to the owner");
+    }
     check_code_is_mapped(reinterpret_cast<const void*>(invoke));
     if (code != nullptr) check_code_is_mapped(code);
     auto t = std::make_shared<pool_ticket>();
@@ -308,11 +338,17 @@ public:
     std::lock_guard lock(mutex_);
     const int s = t.slot.load(std::memory_order_relaxed);
     if (s >= 0 && workers_[static_cast<std::size_t>(s)].task.get() == &t) {
+      t.kill_requested = true; // its worker's death is its end, even before the worker took it
       workers_[static_cast<std::size_t>(s)].proc.kill(sig);
     }
   }
 
   void shutdown() {
+    if (::getpid() != owner_) {
+      forget_in_forked_process();
+      return;
+    }
+    std::lock_guard serial(shutdown_mutex_); // a second caller waits for the first to finish
     {
       std::lock_guard lock(mutex_);
       if (!supervisor_.joinable()) {
@@ -384,6 +420,7 @@ private:
     // Constructed once in start(): a caller may still be leaving a wait on
     // this slot (parent_waiting), so only the sequence words start over.
     sl->request_seq.store(0, std::memory_order_relaxed);
+    sl->taken_seq.store(0, std::memory_order_relaxed);
     sl->response_seq.store(0, std::memory_order_relaxed);
     const int events = events_fd_;
     const pid_t parent = ::getpid();
@@ -434,12 +471,13 @@ private:
     std::memcpy(sl.request, t->request.data(), t->request_size);
     sl.region_size = static_cast<std::uint32_t>(t->result_bytes != 0 ? t->region.size() : 0);
     if (sl.region_size != 0 && !send_fd(w.socket, t->region.fd())) {
-      // The worker is gone or going: requeue; the supervisor replaces it.
+      // The worker is gone, or its socket is (a task closed it): requeue,
+      // and tell the worker to exit; the supervisor replaces it.
       queue_.push_front(std::move(t));
-      w.retiring = true;
+      retire(i);
       return;
     }
-    t->pid = w.proc.pid();
+    t->pid.store(w.proc.pid(), std::memory_order_relaxed);
     t->deadline = options_.task_timeout
                       ? deadline_after(std::chrono::steady_clock::now(), *options_.task_timeout)
                       : std::chrono::steady_clock::time_point::max();
@@ -497,10 +535,21 @@ private:
   }
 
   // Under mutex_: worker i ended (or was killed); fails its task if it had
-  // not answered. Returns true if it must be replaced.
+  // not answered, or puts it back at the head of the queue if the worker
+  // never took it (it died idle, before it saw the request) and nobody
+  // asked to kill that task. Returns true
+  // if it must be replaced.
   bool bury(std::size_t i, const child_status& status, bool for_timeout) {
     worker& w = workers_[i];
     collect(i); // an answer written just before the end still counts
+    pool_slot& sl = slot(i);
+    if (w.task && !for_timeout && !w.task->kill_requested &&
+        sl.taken_seq.load(std::memory_order_acquire) != sl.request_seq.load(std::memory_order_relaxed)) {
+      w.task->slot.store(-1, std::memory_order_release);
+      queue_.push_front(std::move(w.task));
+      shared_futex_wake(sl.response_seq, INT_MAX); // a caller waiting on the slot goes back to the ticket
+      return true;
+    }
     if (w.task) {
       pool_ticket& t = *w.task;
       t.status = status;
@@ -587,6 +636,26 @@ private:
     }
   }
 
+  // In a process forked from the owner (a fork_call child, say, that
+  // destroys its copy of the pool): the workers, the supervisor and the
+  // slots belong to the owner, so touch none of them; close this process's
+  // copies of the descriptors and let go of the supervisor's thread object
+  // (the thread itself did not survive the fork).
+  void forget_in_forked_process() noexcept {
+    if (forgotten_) return;
+    forgotten_ = true;
+    if (supervisor_.joinable()) supervisor_.detach();
+    for (worker& w : workers_) {
+      w.proc = child_process(); // inert here: closes its pidfd, signals nothing
+      if (w.socket >= 0) ::close(w.socket);
+      w.socket = -1;
+    }
+    for (int* fd : {&events_fd_, &wake_fd_}) {
+      if (*fd >= 0) ::close(*fd);
+      *fd = -1;
+    }
+  }
+
   // Under mutex_ (or before start): tells every worker to exit, waits until
   // stop_by_, then kills the rest. Closes everything.
   void end_workers() {
@@ -609,7 +678,9 @@ private:
       if (*fd >= 0) ::close(*fd);
       *fd = -1;
     }
-    slots_.reset();
+    // The slots stay mapped until the core is destroyed: a thread still in
+    // wait() on a task of this pool may be reading its slot (every ticket
+    // holds the core).
   }
 
   // ---- code mapped in the workers ---------------------------------------
@@ -683,6 +754,9 @@ private:
   int wake_fd_ = -1;
   bool stopping_ = false;
   std::chrono::steady_clock::time_point stop_by_{};
+  pid_t owner_;            // the process that made the pool: the workers' parent
+  bool forgotten_ = false; // forget_in_forked_process ran (in a forked process)
+  std::mutex shutdown_mutex_;
   std::thread supervisor_;
 };
 
