@@ -8,8 +8,10 @@
 
 #include "support/fork_harness.hpp"
 
+#include <forksafe/atfork_registry.hpp> // a prepare handler that widens the window before fork()
 #include <forksafe/process_result.hpp>
 
+#include <algorithm>  // std::sort, std::unique: lines printed twice
 #include <array>      // accepted results
 #include <atomic>     // counters shared with signal handlers and threads
 #include <chrono>     // deadlines, elapsed times
@@ -55,7 +57,9 @@ using forksafe::trivially_serializable;
 using forksafe_test::count_open_fds;
 using forksafe_test::count_zombie_children;
 using forksafe_test::load_through_null;
+using forksafe_test::gate;
 using forksafe_test::run_in_child;
+using forksafe_test::scoped_signal;
 
 namespace {
 
@@ -144,41 +148,6 @@ bool read_value(int fd, T& out) {
   }
   return true;
 }
-
-// A one-shot gate: a child blocks in wait() until the parent calls open().
-// Throws (no doctest assertion: it is also used inside children).
-struct gate {
-  int fds[2] = {-1, -1};
-  gate() {
-    if (::pipe(fds) != 0) throw std::system_error(errno, std::generic_category(), "gate: pipe");
-  }
-  ~gate() {
-    ::close(fds[0]);
-    ::close(fds[1]);
-  }
-  gate(const gate&) = delete;
-  gate& operator=(const gate&) = delete;
-  void wait() const { // in the child
-    char c;
-    while (::read(fds[0], &c, 1) < 0 && errno == EINTR) {
-    }
-  }
-  void open() const {
-    if (::write(fds[1], "g", 1) != 1) throw std::system_error(errno, std::generic_category(), "gate: write");
-  }
-};
-
-// Restores a signal's disposition when the test ends, even on a failed REQUIRE.
-struct scoped_signal {
-  int sig;
-  struct sigaction old{};
-  scoped_signal(int s, const struct sigaction& action) : sig(s) {
-    REQUIRE(::sigaction(sig, &action, &old) == 0);
-  }
-  ~scoped_signal() { ::sigaction(sig, &old, nullptr); }
-  scoped_signal(const scoped_signal&) = delete;
-  scoped_signal& operator=(const scoped_signal&) = delete;
-};
 
 // ---------------------------------------------------------------------------
 // Results used by the tests
@@ -1094,6 +1063,68 @@ TEST_CASE("fork_call: the parent flushes C stdio before fork, so buffered output
   CHECK(outcome.exited_with(0));
   CHECK(read_file(path) == "before;child;after;");
   ::unlink(path.c_str());
+}
+
+namespace {
+// In a child of its own with stdout sent to `path`: a thread prints numbered
+// lines while the test's thread forks 200 children with `fork_child`, each
+// fork() 50 µs after the flush before it. Returns
+// how many lines the file holds more than once (capped at 100), or 101+ for
+// a setup failure.
+template <class ForkChild>
+int lines_printed_twice(const std::string& path, ForkChild fork_child) {
+  const auto outcome = run_in_child(
+      [&] {
+        const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || ::dup2(fd, STDOUT_FILENO) < 0) return 101;
+        ::close(fd);
+        // Every fork() waits 50 µs in a prepare handler, after the flush:
+        // room for the printer to buffer lines the child inherits.
+        const auto widen = forksafe::atfork_registry::instance().add(
+            [] { std::this_thread::sleep_for(50us); }, nullptr, nullptr);
+        std::atomic<bool> stop{false};
+        std::thread printer([&] {
+          for (long n = 0; !stop.load(std::memory_order_relaxed); ++n) std::printf("line %ld\n", n);
+        });
+        int failed = 0;
+        for (int i = 0; i < 200; ++i) failed += fork_child() ? 0 : 1;
+        stop = true;
+        printer.join();
+        std::fflush(stdout);
+        return failed == 0 ? 0 : 102;
+      },
+      60s);
+  if (!outcome.exited_with(0)) return 100 + outcome.value;
+  std::ifstream in(path);
+  std::vector<long> seen;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("line ", 0) == 0) seen.push_back(std::strtol(line.c_str() + 5, nullptr, 10));
+  }
+  ::unlink(path.c_str());
+  std::sort(seen.begin(), seen.end());
+  const auto twice = std::distance(std::unique(seen.begin(), seen.end()), seen.end());
+  return static_cast<int>(std::min<std::ptrdiff_t>(twice, 100));
+}
+} // namespace
+
+TEST_CASE("fork_call: output another thread buffered between the flush and fork() is printed once") {
+  // The child drops what it inherited unwritten: it is the parent's to print.
+  CHECK(lines_printed_twice(temp_path("twice"), [] { return fork_call(bounded, [] { return 1; }).get() == 1; }) ==
+        0);
+}
+
+TEST_CASE("fork_call: a child that flushes what it inherited prints the other thread's lines twice (negative control)") {
+  const int twice = lines_printed_twice(temp_path("twice-control"), [] {
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      std::fflush(stdout); // what a child that exits through exit() does too
+      ::_exit(0);
+    }
+    return pid > 0 && ::waitpid(pid, nullptr, 0) == pid;
+  });
+  CHECK(twice > 0);
+  CHECK(twice <= 100);
 }
 
 TEST_CASE("fork_call: the parent flushes std::cout before fork and the child flushes its own") {

@@ -22,13 +22,16 @@
 
 #include "seed_program.hpp" // load_through_null, shared with the demo
 
+#include <cerrno>     // errno: the gate's errors
 #include <chrono>     // deadlines
+#include <csignal>    // sigaction: scoped_signal
 #include <cstdlib>    // std::strtol
 #include <dirent.h>   // /proc scans
 #include <fstream>    // /proc/<pid>/stat
 #include <ostream>    // doctest's StringMaker
 #include <string>     // std::string
-#include <unistd.h>   // getpid
+#include <system_error> // std::system_error: the gate's errors
+#include <unistd.h>   // getpid, pipe, read, write
 
 #include <doctest/doctest.h>
 
@@ -94,6 +97,51 @@ inline int count_zombie_children() {
   }
   ::closedir(d);
   return zombies;
+}
+
+/// A one-shot gate: a child blocks in wait() until the parent calls open().
+/// Throws (no doctest assertion: it is also used inside children).
+struct gate {
+  int fds[2] = {-1, -1};
+  gate() {
+    if (::pipe(fds) != 0) throw std::system_error(errno, std::generic_category(), "gate: pipe");
+  }
+  ~gate() {
+    ::close(fds[0]);
+    ::close(fds[1]);
+  }
+  gate(const gate&) = delete; // one pair of descriptors
+  gate& operator=(const gate&) = delete;
+  void wait() const { // in the child
+    char c;
+    while (::read(fds[0], &c, 1) < 0 && errno == EINTR) {
+    }
+  }
+  void open() const {
+    if (::write(fds[1], "g", 1) != 1) throw std::system_error(errno, std::generic_category(), "gate: write");
+  }
+};
+
+/// Sets a signal's disposition and restores the old one when the test ends,
+/// even on a failed REQUIRE.
+struct scoped_signal {
+  int sig;
+  struct sigaction old {};
+  scoped_signal(int s, const struct sigaction& action) : sig(s) {
+    REQUIRE(::sigaction(sig, &action, &old) == 0);
+  }
+  ~scoped_signal() { ::sigaction(sig, &old, nullptr); }
+  scoped_signal(const scoped_signal&) = delete; // one restore
+  scoped_signal& operator=(const scoped_signal&) = delete;
+};
+
+/// Resident set size of this process, in KiB (VmRSS in /proc/self/status).
+inline long resident_kib() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  }
+  return -1;
 }
 
 } // namespace forksafe_test

@@ -169,7 +169,30 @@ struct streambuf_peek : std::streambuf {
     char* (std::streambuf::*begin)() const = &streambuf_peek::pbase;
     return (b->*next)() != (b->*begin)();
   }
+  // Empties the put area without writing it.
+  static void discard_pending_output(std::streambuf* b) noexcept {
+    if (!has_pending_output(b)) return;
+    char* (std::streambuf::*begin)() const = &streambuf_peek::pbase;
+    char* (std::streambuf::*end)() const = &streambuf_peek::epptr;
+    void (std::streambuf::*set)(char*, char*) = &streambuf_peek::setp;
+    (b->*set)((b->*begin)(), (b->*end)());
+  }
 };
+
+/// In a forked child, before anything else: drop the output the standard
+/// streams hold unwritten. The parent flushed them just before fork(), so
+/// whatever is there was written by another of the parent's threads in
+/// between; it is the parent's to print, and it will. Flushing it in the
+/// child as well (at the child's exit) would print it twice. Streams with
+/// nothing waiting are not written to (see has_pending_output).
+inline void discard_inherited_output() noexcept {
+  for (std::ostream* s : {&std::cout, &std::clog, &std::cerr}) streambuf_peek::discard_pending_output(s->rdbuf());
+#if FORKSAFE_HAS_FPENDING
+  for (FILE* f : {stdout, stderr}) {
+    if (has_pending_output(f)) __fpurge(f);
+  }
+#endif
+}
 
 /// Flush std::cout, std::clog, std::cerr and every C stdio stream in the
 /// parent before fork(), so the child does not inherit unwritten output and
@@ -376,6 +399,7 @@ private:
   template <class Body>
   [[noreturn]] static void run_child(Body& body, const spawn_options& options, const sigset_t& mask,
                                      unsigned crash_handlers) noexcept {
+    discard_inherited_output();
     if (options.own_process_group) ::setpgid(0, 0);
     for (unsigned i = 0; i < std::size(crash_signals); ++i) {
       if ((crash_handlers & (1U << i)) != 0) std::signal(crash_signals[i], SIG_DFL);
