@@ -12,7 +12,8 @@
 //       return inner;   // error: ... trivially_serializable ... (see
 //     });               // tests/compile_fail/pool_returns_futures.cpp)
 //
-// The fix is the seed's own: return the plain results.
+// The fix is the seed's own: return the plain results. Exits 0 when every
+// result is the one its inner task computed.
 
 #include <forksafe/process_pool.hpp>
 
@@ -40,8 +41,11 @@ int main() {
   forksafe::process_pool pool(2);
   std::vector<forksafe::process_result<std::array<int, 3>>> outer;
   for (int n = 0; n < 3; ++n) outer.push_back(pool.submit(outer_task, n));
+  int n = 0, wrong = 0;
   for (auto& r : outer) {
     for (int v : r.get()) std::printf("result = %d\n", v);
+    wrong += r.get() != std::array<int, 3>{n * 10, n * 10 + 1, n * 10 + 4} ? 1 : 0; // outer_task(n)'s values
+    ++n;
   }
-  return 0;
+  return wrong == 0 ? 0 : 1;
 }
