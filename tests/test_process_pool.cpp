@@ -9,7 +9,9 @@
 #include <array>   // large results
 #include <atomic>  // counters
 #include <cstdlib> // std::abort
+#include <cstring> // std::memset: the leak control
 #include <fstream> // /proc/self/maps
+#include <memory>  // the leak control
 #include <optional> // a pool destroyed on purpose
 #include <stdexcept> // std::logic_error
 #include <future>  // std::async: the seed's inner pool
@@ -307,6 +309,66 @@ TEST_CASE("process_pool: a forked child that destroys its copy of the pool leave
   CHECK(pool->submit([] { return ::getpid(); }).get() == worker);
   pool.reset();
   CHECK(forksafe_test::count_zombie_children() == 0);
+}
+
+TEST_CASE("process_pool: without pidfds (pidfd_open refused), crashes, timeouts and shutdown still end") {
+  // Without a pidfd a worker's end wakes nothing: the supervisor must look.
+  const auto outcome = forksafe_test::run_in_child(
+      [] {
+        if (!forksafe_test::refuse_pidfd_open()) return 20;
+        if (forksafe::detail::open_pidfd(::getpid()) >= 0) return 21; // control: the filter binds
+        {
+          process_pool pool(1); // no task timeout: nothing but the worker's end can end the task
+          if (pool.submit(square, 6).get() != 36) return 22;
+          try {
+            (void)pool.submit([] { return forksafe_test::load_through_null(); }).get();
+            return 23;
+          } catch (const child_error& e) {
+            if (e.signal_name() != "SIGSEGV") return 24;
+          }
+          if (pool.submit(square, 7).get() != 49) return 25;
+        }
+        process_pool pool(1, {.task_timeout = 300ms});
+        try {
+          (void)pool.submit([] {
+                      ::pause();
+                      return 0;
+                    }).get();
+          return 26;
+        } catch (const child_error& e) {
+          if (!e.timed_out()) return 27;
+        }
+        return pool.submit(square, 8).get() == 64 ? 0 : 28;
+      },
+      20s);
+  CHECK(outcome.exited_with(0));
+}
+
+TEST_CASE("process_pool: 10,000 tasks leave the memory they found") {
+  process_pool pool(2);
+  int wrong = 0;
+  long rss_warm = 0;
+  for (int i = 0; i < 11'000; ++i) {
+    if (i == 1'000) rss_warm = forksafe_test::resident_kib(); // after first-use allocations
+    wrong += pool.submit(square, i % 1000).get() == (i % 1000) * (i % 1000) ? 0 : 1;
+  }
+  const long rss_growth = forksafe_test::resident_kib() - rss_warm;
+  MESSAGE("10,000 pool tasks after 1,000 to warm up: resident set grew by ", rss_growth, " KiB");
+  CHECK(wrong == 0);
+  if (!FORKSAFE_TEST_ASAN) CHECK(rss_growth < 512); // ASan's quarantine keeps freed memory; LSan judges leaks
+}
+
+TEST_CASE("test support: the resident-set measure sees a leak of 128 bytes per operation (it can fail)") {
+  std::vector<std::unique_ptr<char[]>> leaked;
+  leaked.reserve(11'000);
+  long rss_warm = 0;
+  for (int i = 0; i < 11'000; ++i) {
+    if (i == 1'000) rss_warm = forksafe_test::resident_kib();
+    leaked.emplace_back(new char[128]);
+    std::memset(leaked.back().get(), i, 128); // touched, so resident
+  }
+  const long rss_growth = forksafe_test::resident_kib() - rss_warm;
+  CHECK(rss_growth >= 512);
 }
 
 TEST_CASE("process_pool: 100 pools created and destroyed leave no zombie, descriptor or mapping") {

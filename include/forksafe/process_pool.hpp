@@ -41,6 +41,7 @@
 #include <cstring>     // std::memcpy
 #include <functional>  // std::invoke
 #include <memory>      // std::shared_ptr
+#include <new>         // placement new: the payload in zeroed bytes
 #include <tuple>       // the arguments
 #include <type_traits> // submit's constraints
 #include <utility>     // std::forward
@@ -138,7 +139,11 @@ public:
     static_assert(sizeof(payload) <= detail::pool_request_capacity,
                   "process_pool::submit: the callable and its arguments must fit in 1 KiB together; pass "
                   "large inputs another way (a file, a shared mapping made before the pool)");
-    payload p{std::forward<F>(f), {std::forward<Args>(args)...}};
+    // Built in zeroed bytes: its padding travels to the worker too, and must
+    // carry nothing from this stack (nor look uninitialised to memcheck,
+    // which cannot see one process write what another then reads).
+    alignas(payload) unsigned char bytes[sizeof(payload)] = {};
+    const payload& p = *::new (static_cast<void*>(bytes)) payload{std::forward<F>(f), {std::forward<Args>(args)...}};
     std::size_t result_bytes = 0;
     if constexpr (detail::stored_in_region<R>()) result_bytes = sizeof(R);
     auto ticket = core_->submit(&detail::pool_invoke<R, payload>, result_bytes, &p, sizeof(p), code_address(p.f));

@@ -33,6 +33,14 @@
 #include <system_error> // std::system_error: the gate's errors
 #include <unistd.h>   // getpid, pipe, read, write
 
+#if defined(__linux__)
+#include <cstddef>          // offsetof: the seccomp filter
+#include <linux/filter.h>   // sock_filter, BPF_STMT
+#include <linux/seccomp.h>  // seccomp_data, SECCOMP_RET_ERRNO
+#include <sys/prctl.h>      // PR_SET_SECCOMP
+#include <sys/syscall.h>    // SYS_pidfd_open
+#endif
+
 #include <doctest/doctest.h>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -142,6 +150,24 @@ inline long resident_kib() {
     if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
   }
   return -1;
+}
+
+/// In the calling process (and what it forks from then on): pidfd_open fails
+/// with ENOSYS, as on Linux before 5.3 or under a seccomp profile that does
+/// not know it. Returns false if the filter could not be installed.
+inline bool refuse_pidfd_open() {
+#if defined(__linux__) && defined(SYS_pidfd_open)
+  sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog program{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+  return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) == 0;
+#else
+  return false;
+#endif
 }
 
 } // namespace forksafe_test

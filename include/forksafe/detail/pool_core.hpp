@@ -572,10 +572,15 @@ private:
       fds.push_back({events_fd_, POLLIN, 0});
       {
         std::lock_guard lock(mutex_);
+        bool blind = false; // a live worker without a pidfd: its end wakes nothing
         for (const worker& w : workers_) {
           fds.push_back({w.proc.valid() ? w.proc.native_handle() : -1, POLLIN, 0});
           if (w.task) wake_at = std::min(wake_at, w.task->deadline);
+          blind = blind || (w.proc.valid() && w.proc.native_handle() < 0 && !w.proc.status().ended());
         }
+        // Without pidfds (Linux before 5.3, a seccomp filter, valgrind) the
+        // supervisor looks at its workers every 10 ms instead.
+        if (blind) wake_at = std::min(wake_at, clock::now() + std::chrono::milliseconds(10));
         if (stopping_) {
           if (queue_.empty() && std::none_of(workers_.begin(), workers_.end(), [](const worker& w) { return bool(w.task); })) {
             return;
