@@ -369,21 +369,28 @@ TEST_CASE_TEMPLATE("seed program: 300 forks with poison, no child stuck and pois
 
 // ---- quiesce against lock-order inversion and starvation -------------------
 
-TEST_CASE("quiesce: a thread taking A then B with no pause between rounds: 1,000 forks, no hang") {
-  const auto outcome = run_in_child(
-      [] {
+namespace {
+// In a sandbox child: quiesce mutexes A (older, so earlier in the fork list)
+// and B; a thread takes both with no pause between rounds, A then B or B
+// then A, while this thread forks `forks` children that each take both.
+// Exit 0 when every child finished within 5 s and the thread made progress.
+forksafe_test::outcome forks_against_two_locks(bool b_first, int forks) {
+  return run_in_child(
+      [b_first, forks] {
         forksafe::fork_safe_mutex a, b;
+        forksafe::fork_safe_mutex& first = b_first ? b : a;
+        forksafe::fork_safe_mutex& second = b_first ? a : b;
         std::atomic<bool> stop{false};
         std::atomic<long> rounds{0};
         std::thread t([&] {
           while (!stop.load(std::memory_order_relaxed)) {
-            std::lock_guard la(a);
-            std::lock_guard lb(b); // holds A, wants B
+            std::lock_guard l1(first);
+            std::lock_guard l2(second); // holds one, wants the other
             rounds.fetch_add(1, std::memory_order_relaxed);
           }
         });
         int bad = 0;
-        for (int i = 0; i < 1000; ++i) {
+        for (int i = 0; i < forks; ++i) {
           const auto c = run_in_child(
               [&] {
                 std::scoped_lock both(a, b);
@@ -397,7 +404,11 @@ TEST_CASE("quiesce: a thread taking A then B with no pause between rounds: 1,000
         return bad == 0 && rounds.load() > 0 ? 0 : 1;
       },
       60s);
-  CHECK(outcome.exited_with(0));
+}
+} // namespace
+
+TEST_CASE("quiesce: a thread taking A then B with no pause between rounds: 1,000 forks, no hang") {
+  CHECK(forks_against_two_locks(false, 1000).exited_with(0));
 }
 
 TEST_CASE("quiesce: a thread holding B that waits for A, which a failed fork pass had tagged, is woken: 300 forks") {
@@ -405,34 +416,7 @@ TEST_CASE("quiesce: a thread holding B that waits for A, which a failed fork pas
   // thread, holding B, met A's tag and sleeps until the gate word changes.
   // If only the end of a fork changed it, neither could go on: the fork
   // retries for ever (it needs B), the thread sleeps for ever (holding B).
-  const auto outcome = run_in_child(
-      [] {
-        forksafe::fork_safe_mutex a, b;
-        std::atomic<bool> stop{false};
-        std::atomic<long> rounds{0};
-        std::thread t([&] {
-          while (!stop.load(std::memory_order_relaxed)) {
-            std::lock_guard lb(b);
-            std::lock_guard la(a); // holds B, wants A
-            rounds.fetch_add(1, std::memory_order_relaxed);
-          }
-        });
-        int bad = 0;
-        for (int i = 0; i < 300; ++i) {
-          const auto c = run_in_child(
-              [&] {
-                std::scoped_lock both(a, b);
-                return 0;
-              },
-              5s);
-          bad += c.exited_with(0) ? 0 : 1;
-        }
-        stop = true;
-        t.join();
-        return bad == 0 && rounds.load() > 0 ? 0 : 1;
-      },
-      60s);
-  CHECK(outcome.exited_with(0));
+  CHECK(forks_against_two_locks(true, 300).exited_with(0));
 }
 
 // A handler registered while the program starts is older than the quiesce
