@@ -60,7 +60,8 @@ namespace forksafe::detail {
   throw std::system_error(err, std::generic_category(), context);
 }
 
-/// The conventional name of a signal ("SIGSEGV"), or "signal N".
+/// The conventional name of a signal ("SIGSEGV"; a real-time one is
+/// "SIGRTMIN+N"), or "signal N" for a number that is no signal.
 inline std::string signal_name(int sig) {
   struct entry {
     int number;
@@ -73,11 +74,28 @@ inline std::string signal_name(int sig) {
       {SIGPIPE, "SIGPIPE"}, {SIGALRM, "SIGALRM"},     {SIGTERM, "SIGTERM"}, {SIGCHLD, "SIGCHLD"},
       {SIGCONT, "SIGCONT"}, {SIGSTOP, "SIGSTOP"},     {SIGTSTP, "SIGTSTP"}, {SIGTTIN, "SIGTTIN"},
       {SIGTTOU, "SIGTTOU"}, {SIGURG, "SIGURG"},       {SIGXCPU, "SIGXCPU"}, {SIGXFSZ, "SIGXFSZ"},
-      {SIGVTALRM, "SIGVTALRM"}, {SIGPROF, "SIGPROF"}, {SIGSYS, "SIGSYS"},
+      {SIGVTALRM, "SIGVTALRM"}, {SIGPROF, "SIGPROF"}, {SIGSYS, "SIGSYS"},   {SIGWINCH, "SIGWINCH"},
+#if defined(SIGSTKFLT)
+      {SIGSTKFLT, "SIGSTKFLT"},
+#endif
+#if defined(SIGPOLL)
+      {SIGPOLL, "SIGPOLL"}, // SIGIO on Linux
+#elif defined(SIGIO)
+      {SIGIO, "SIGIO"},
+#endif
+#if defined(SIGPWR)
+      {SIGPWR, "SIGPWR"},
+#endif
   };
   for (const entry& e : names) {
     if (e.number == sig) return e.name;
   }
+#if defined(SIGRTMIN) && defined(SIGRTMAX)
+  // Real-time signals have no names of their own; glibc reserves the first
+  // few, so SIGRTMIN is a run-time value.
+  if (sig == SIGRTMIN) return "SIGRTMIN";
+  if (sig > SIGRTMIN && sig <= SIGRTMAX) return "SIGRTMIN+" + std::to_string(sig - SIGRTMIN);
+#endif
   return "signal " + std::to_string(sig);
 }
 
