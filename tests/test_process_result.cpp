@@ -56,6 +56,9 @@ using forksafe::process_result;
 using forksafe::trivially_serializable;
 using forksafe_test::count_open_fds;
 using forksafe_test::count_zombie_children;
+using forksafe_test::expect_system_error;
+using forksafe_test::fill_descriptor_table;
+using forksafe_test::highest_open_fd;
 using forksafe_test::load_through_null;
 using forksafe_test::gate;
 using forksafe_test::run_in_child;
@@ -102,16 +105,6 @@ int count_pidfds() {
   return n;
 }
 
-int highest_open_fd() {
-  int highest = -1;
-  DIR* d = ::opendir("/proc/self/fd");
-  if (d == nullptr) return -1;
-  while (const dirent* e = ::readdir(d)) {
-    if (e->d_name[0] != '.') highest = std::max(highest, std::atoi(e->d_name));
-  }
-  ::closedir(d);
-  return highest;
-}
 
 // A process that no longer runs: gone, or a zombie nobody reaped yet.
 bool process_is_dead(pid_t pid) {
@@ -1254,56 +1247,12 @@ TEST_CASE("fork_call: 8 threads x 200 calls each get their own values") {
 // Failure to create the child (each in a child of its own: the limits stay there)
 // ---------------------------------------------------------------------------
 
-namespace {
-// Codes the rlimit children return; 0 is success.
-template <class Call>
-int expect_system_error(Call&& call, int err) {
-  try {
-    call();
-    return 1; // no exception
-  } catch (const std::system_error& e) {
-    return e.code().value() == err ? 0 : 2;
-  } catch (...) {
-    return 3;
-  }
-}
-
-// Lowers RLIMIT_NOFILE just above the highest open descriptor and fills every
-// slot below it; returns the filler descriptors (close some to free slots).
-std::vector<int> fill_descriptor_table() {
-  std::vector<int> fillers;
-  const int highest = highest_open_fd();
-  rlimit lim{};
-  ::getrlimit(RLIMIT_NOFILE, &lim);
-  lim.rlim_cur = static_cast<rlim_t>(highest + 3);
-  if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return fillers;
-  for (;;) {
-    const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) break;
-    fillers.push_back(fd);
-  }
-  return fillers;
-}
-} // namespace
 
 TEST_CASE("fork_call: throws system_error(EAGAIN) and leaks nothing when fork fails under RLIMIT_NPROC") {
   // Root ignores RLIMIT_NPROC (CAP_SYS_RESOURCE), so the child drops to
   // nobody (65534) first when it runs as root.
   const auto outcome = run_in_child([] {
-    if (::geteuid() == 0) {
-      if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) return 20;
-      ::prctl(PR_SET_DUMPABLE, 1); // keep /proc/self readable after the uid change
-    }
-    const rlimit one{1, 1};
-    if (::setrlimit(RLIMIT_NPROC, &one) != 0) return 21;
-    // Control: the limit binds.
-    const pid_t pid = ::fork();
-    if (pid == 0) ::_exit(0);
-    if (pid > 0) {
-      ::waitpid(pid, nullptr, 0);
-      return 22;
-    }
-    if (errno != EAGAIN) return 23;
+    if (const int rc = forksafe_test::allow_no_more_processes()) return rc;
     const int fds = count_open_fds();
     const int maps = count_shared_anonymous_mappings();
     if (const int rc = expect_system_error([] { (void)fork_call([] { return 1; }); }, EAGAIN)) return 30 + rc;

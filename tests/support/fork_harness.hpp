@@ -22,6 +22,7 @@
 
 #include "seed_program.hpp" // load_through_null, shared with the demo
 
+#include <algorithm>  // std::max
 #include <cerrno>     // errno: the gate's errors
 #include <chrono>     // deadlines
 #include <csignal>    // sigaction: scoped_signal
@@ -31,13 +32,19 @@
 #include <ostream>    // doctest's StringMaker
 #include <string>     // std::string
 #include <system_error> // std::system_error: the gate's errors
+#include <vector>     // filler descriptors
+
+#include <fcntl.h>        // open: filler descriptors
+#include <grp.h>          // setgroups: dropping root for RLIMIT_NPROC
+#include <sys/prctl.h>    // PR_SET_DUMPABLE, PR_SET_SECCOMP
+#include <sys/resource.h> // setrlimit
+#include <sys/wait.h>     // waitpid: the RLIMIT_NPROC control
 #include <unistd.h>   // getpid, pipe, read, write
 
 #if defined(__linux__)
 #include <cstddef>          // offsetof: the seccomp filter
 #include <linux/filter.h>   // sock_filter, BPF_STMT
 #include <linux/seccomp.h>  // seccomp_data, SECCOMP_RET_ERRNO
-#include <sys/prctl.h>      // PR_SET_SECCOMP
 #include <sys/syscall.h>    // SYS_pidfd_open
 #endif
 
@@ -168,6 +175,71 @@ inline bool refuse_pidfd_open() {
 #else
   return false;
 #endif
+}
+
+/// The highest descriptor number open in this process, or -1.
+inline int highest_open_fd() {
+  int highest = -1;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (d == nullptr) return -1;
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] != '.') highest = std::max(highest, std::atoi(e->d_name));
+  }
+  ::closedir(d);
+  return highest;
+}
+
+/// Runs `call`; 0 if it threw std::system_error carrying `err`, else 1 (no
+/// exception), 2 (another errno) or 3 (another exception). For rlimit
+/// children, which report through their exit code.
+template <class Call>
+int expect_system_error(Call&& call, int err) {
+  try {
+    call();
+    return 1;
+  } catch (const std::system_error& e) {
+    return e.code().value() == err ? 0 : 2;
+  } catch (...) {
+    return 3;
+  }
+}
+
+/// Lowers RLIMIT_NOFILE just above the highest open descriptor and fills
+/// every slot below it; returns the filler descriptors (close some to free
+/// slots). Call it in a run_in_child child: the limit stays there.
+inline std::vector<int> fill_descriptor_table() {
+  std::vector<int> fillers;
+  const int highest = highest_open_fd();
+  rlimit lim{};
+  ::getrlimit(RLIMIT_NOFILE, &lim);
+  lim.rlim_cur = static_cast<rlim_t>(highest + 3);
+  if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return fillers;
+  for (;;) {
+    const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) break;
+    fillers.push_back(fd);
+  }
+  return fillers;
+}
+
+/// In a run_in_child child: makes every further fork() fail with EAGAIN
+/// (RLIMIT_NPROC of 1; root ignores it, so a root child first becomes
+/// nobody, 65534). Returns 0, or 20-23 if that could not be arranged or the
+/// control fork still succeeded.
+inline int allow_no_more_processes() {
+  if (::geteuid() == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) return 20;
+    ::prctl(PR_SET_DUMPABLE, 1); // keep /proc/self readable after the uid change
+  }
+  const rlimit one{1, 1};
+  if (::setrlimit(RLIMIT_NPROC, &one) != 0) return 21;
+  const pid_t pid = ::fork(); // control: the limit binds
+  if (pid == 0) ::_exit(0);
+  if (pid > 0) {
+    ::waitpid(pid, nullptr, 0);
+    return 22;
+  }
+  return errno == EAGAIN ? 0 : 23;
 }
 
 } // namespace forksafe_test
