@@ -212,7 +212,7 @@ inline std::vector<int> fill_descriptor_table() {
   const int highest = highest_open_fd();
   rlimit lim{};
   ::getrlimit(RLIMIT_NOFILE, &lim);
-  lim.rlim_cur = static_cast<rlim_t>(highest + 3);
+  lim.rlim_cur = static_cast<rlim_t>(highest + 17); // at least 16 fillers
   if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return fillers;
   for (;;) {
     const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
