@@ -231,7 +231,7 @@ private:
     switch (op) {
     case detail::quiesce_op::try_take:
       if (owner == detail::this_thread_id()) return true; // the forking thread's own: skip
-      if (owner == 0) return m.lock_.try_lock(tag);
+      if (owner == 0) return m.lock_.try_lock(tag, std::memory_order_acq_rel); // release: after the gate closed
       return detail::stale_fork_tag(owner) && m.lock_.replace_owner(owner, tag);
     case detail::quiesce_op::give_back:
       if (owner == tag) m.lock_.unlock();

@@ -102,7 +102,7 @@ public:
   bool replace_owner(std::uint32_t observed_owner, std::uint32_t new_owner) noexcept {
     std::uint32_t w = word_.load(std::memory_order_relaxed);
     if ((w >> 1) != observed_owner) return false;
-    return word_.compare_exchange_strong(w, (new_owner << 1) | (w & waiters_bit), std::memory_order_acquire,
+    return word_.compare_exchange_strong(w, (new_owner << 1) | (w & waiters_bit), std::memory_order_acq_rel,
                                          std::memory_order_relaxed);
   }
 
@@ -121,7 +121,9 @@ private:
   template <class Hook>
   FORKSAFE_NOINLINE void lock_slow(std::uint32_t me, Hook& hook) {
     for (;;) {
-      std::uint32_t w = word_.load(std::memory_order_relaxed);
+      // Acquire: an owner that is a fork tag was written after the gate was
+      // closed; the hook, reading the gate next, must see it closed.
+      std::uint32_t w = word_.load(std::memory_order_acquire);
       if (w == 0) {
         // Having waited, take it with the waiters bit set: others may wait too.
         if (word_.compare_exchange_weak(w, (me << 1) | waiters_bit, std::memory_order_acquire,

@@ -70,6 +70,13 @@ inline constexpr std::uint32_t fork_tag_base = 1U << 30;
 inline std::uint32_t fork_tag(std::uint32_t gate) noexcept { return fork_tag_base | ((gate >> 1) & (fork_tag_base - 1)); }
 inline bool is_fork_tag(std::uint32_t owner) noexcept { return owner >= fork_tag_base; }
 
+/// Whether fork tag `owner` belongs to the fork being prepared or run now.
+/// Tags are only written while the gate is closed, so with the gate open
+/// every tag is stale, even one whose 30-bit epoch has come round again.
+inline bool current_fork_tag(std::uint32_t owner, std::uint32_t gate) noexcept {
+  return (gate & 1) != 0 && owner == fork_tag(gate);
+}
+
 /// Longest a thread waits at the closed gate before taking its lock anyway.
 inline constexpr std::chrono::milliseconds max_gate_wait{10};
 
@@ -107,7 +114,7 @@ struct quiesce_hook {
   contended_action operator()(std::uint32_t owner) const noexcept {
     if (FORKSAFE_LIKELY(!is_fork_tag(owner))) return contended_action::wait;
     const std::uint32_t gate = quiesce_gate_.load(std::memory_order_acquire);
-    if (owner != fork_tag(gate)) return contended_action::take_over;
+    if (!current_fork_tag(owner, gate)) return contended_action::take_over;
     wait_on_gate(gate, nullptr);
     return contended_action::retry;
   }
@@ -115,7 +122,7 @@ struct quiesce_hook {
 
 /// True if `owner` is a fork tag whose fork has ended (the lock is free).
 inline bool stale_fork_tag(std::uint32_t owner) noexcept {
-  return is_fork_tag(owner) && owner != fork_tag(quiesce_gate_.load(std::memory_order_acquire));
+  return is_fork_tag(owner) && !current_fork_tag(owner, quiesce_gate_.load(std::memory_order_acquire));
 }
 
 class FORKSAFE_PROCESS_UNIQUE quiesce_domain {
