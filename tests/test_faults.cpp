@@ -32,6 +32,7 @@
 #include <fcntl.h>        // open: filler descriptors
 #include <sys/wait.h>     // waitpid: a foreign reaper
 #include <poll.h>         // waiting for a task to start
+#include <sys/eventfd.h>  // eventfd: a task's own, in its worker's numbers
 #include <sys/syscall.h>  // SYS_close_range
 #include <sys/time.h>     // setitimer: the EINTR storm
 #include <unistd.h>       // close, pipe, read, write
@@ -316,6 +317,39 @@ TEST_CASE("faults: a pool task that closes all its worker's descriptors still de
   }
   CHECK(count_open_fds() == fds_before);
   CHECK(count_zombie_children() == 0);
+}
+
+TEST_CASE("faults: a pool task that puts eventfds where its worker's descriptors were: the worker retires") {
+  // Every eventfd shares one inode: only kcmp tells the worker's own from
+  // the task's. A worker that wrote into the task's eventfd would wake the
+  // task's event loop and leave its own result uncollected.
+  process_pool pool(1);
+  const pid_t first = pool.submit([] { return ::getpid(); }).get();
+  CHECK(pool.submit([] {
+              // Every eventfd below 64 (the worker's own, among those it
+              // inherited; its private copies sit at 64 and up) is replaced
+              // by a new one at the same number; the socket is left alone.
+              DIR* d = ::opendir("/proc/self/fd");
+              std::vector<int> eventfds;
+              while (const dirent* e = d != nullptr ? ::readdir(d) : nullptr) {
+                char target[64] = {};
+                const std::string link = std::string("/proc/self/fd/") + e->d_name;
+                if (::readlink(link.c_str(), target, sizeof target - 1) > 0 &&
+                    std::string(target) == "anon_inode:[eventfd]" && std::atoi(e->d_name) < 64) {
+                  eventfds.push_back(std::atoi(e->d_name));
+                }
+              }
+              if (d != nullptr) ::closedir(d);
+              for (int fd : eventfds) {
+                const int fresh = ::eventfd(0, EFD_CLOEXEC);
+                ::dup2(fresh, fd);
+                ::close(fresh);
+              }
+              return static_cast<int>(eventfds.size());
+            }).get() > 0);
+  const pid_t after = pool.submit([] { return ::getpid(); }).get();
+  CHECK(after != first); // replaced: it did not trust descriptors that are no longer its own
+  CHECK(pool.submit([](int x) { return x * 4; }, 3).get() == 12);
 }
 
 TEST_CASE("faults: a pool task that forks a grandchild and returns delays neither its result nor shutdown") {

@@ -76,9 +76,9 @@ concept pool_task = std::invocable<std::decay_t<F>&, std::decay_t<Args>&...> &&
 ///
 /// Thread-safety: submit() and size() may be called from any number of
 /// threads at once, also while shutdown() runs (once it has begun, submit()
-/// throws); shutdown() and the destructor must not run concurrently with each
-/// other or with a second shutdown(). Each process_result is used by one
-/// thread at a time.
+/// throws); concurrent shutdown() calls are serialised (each returns once the
+/// pool is down). The destructor must not run while another thread still
+/// uses the pool. Each process_result is used by one thread at a time.
 ///
 /// Workers are forked when the pool starts and whenever one must be replaced
 /// (then from the pool's supervisor thread, at times the program does not
@@ -108,7 +108,9 @@ public:
   /// std::system_error if a worker, the shared mapping, a descriptor or the
   /// thread cannot be made (errno: EAGAIN, ENOMEM, EMFILE...), std::bad_alloc;
   /// what was made by then is undone. `options`: see pool_options; its
-  /// task_timeout counts from when a worker takes the task, not from submit().
+  /// task_timeout counts from when the task is handed to a worker (again
+  /// from the start if that worker died before taking it and the task went
+  /// to another), not from submit().
   explicit process_pool(std::size_t workers, pool_options options = {})
       : core_(std::make_shared<detail::pool_core>(workers == 0 ? 1 : workers, options)) {
     core_->start();
@@ -139,9 +141,12 @@ public:
     static_assert(sizeof(payload) <= detail::pool_request_capacity,
                   "process_pool::submit: the callable and its arguments must fit in 1 KiB together; pass "
                   "large inputs another way (a file, a shared mapping made before the pool)");
-    // Built in zeroed bytes: its padding travels to the worker too, and must
-    // carry nothing from this stack (nor look uninitialised to memcheck,
-    // which cannot see one process write what another then reads).
+    // Its padding travels to the worker too: built in zeroed bytes, so the
+    // padding is usually zero rather than bytes of this stack (and does not
+    // look uninitialised to memcheck, which cannot see one process write
+    // what another then reads). Best effort: the optimiser may drop the
+    // zeroing, and std::tuple is not trivially copyable, so
+    // __builtin_clear_padding cannot be used on it.
     alignas(payload) unsigned char bytes[sizeof(payload)] = {};
     const payload& p = *::new (static_cast<void*>(bytes)) payload{std::forward<F>(f), {std::forward<Args>(args)...}};
     std::size_t result_bytes = 0;

@@ -22,6 +22,7 @@
 #include <deque>        // the queue
 #include <functional>   // std::apply
 #include <memory>       // std::shared_ptr
+#include <new>          // placement new: forgetting the supervisor's handle in a forked process
 #include <mutex>        // the pool's lock (parent side only)
 #include <optional>     // pool_options::task_timeout
 #include <set>          // shared objects mapped in the workers
@@ -38,11 +39,13 @@
 #include <sys/eventfd.h>  // eventfd: workers and submitters wake the supervisor
 #include <sys/mman.h>     // memfd_create, mmap
 #include <sys/socket.h>   // socketpair, SCM_RIGHTS: a large result's memfd
+#include <fcntl.h>        // F_DUPFD_CLOEXEC: a worker's copy of its own descriptors
 #include <sys/stat.h>     // fstat: is a worker's descriptor still its own?
 #include <unistd.h>       // read, write, close, ftruncate
 
 #if defined(__linux__)
 #include <linux/futex.h> // FUTEX_WAIT, FUTEX_WAKE (shared)
+#include <linux/kcmp.h>  // KCMP_FILE: is a worker's descriptor still its own?
 #include <sys/syscall.h> // SYS_futex
 #endif
 
@@ -136,6 +139,7 @@ struct pool_ticket final : remote_result {
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   int event_fd = -1; // made on demand for native_handle()
   bool kill_requested = false; // kill() was called on it (under the pool's lock)
+  bool requeued = false;       // went back to the queue once: a second time it fails instead
 
   // User-provided, so make_shared does not zero the 5 KiB of buffers first:
   // only the bytes a task writes are ever read.
@@ -194,17 +198,45 @@ inline int receive_fd(int socket) noexcept {
   return fd;
 }
 
-/// Which open file a descriptor refers to, so a worker can tell that a task
-/// closed one of its descriptors and the number now names something else.
-struct fd_identity {
-  dev_t dev = 0;
-  ino_t ino = 0;
-  static fd_identity of(int fd) noexcept {
+/// One of a worker's own descriptors, and a way to tell later whether the
+/// number still names the same open file: a task may close it, and the
+/// number may then be reused for something else. A copy made at the start
+/// is compared with kcmp(KCMP_FILE), which tells one eventfd from another
+/// (they share an inode); where kcmp is refused (seccomp, no CONFIG_KCMP) or
+/// the copy could not be made, device and inode from fstat are compared.
+class own_descriptor {
+public:
+  explicit own_descriptor(int fd) noexcept : fd_(fd), copy_(::fcntl(fd, F_DUPFD_CLOEXEC, 64)) {
     struct stat st {};
-    if (::fstat(fd, &st) != 0) return {};
-    return {st.st_dev, st.st_ino};
+    if (::fstat(fd, &st) == 0) {
+      dev_ = st.st_dev;
+      ino_ = st.st_ino;
+    }
   }
-  friend bool operator==(const fd_identity&, const fd_identity&) = default;
+  own_descriptor(const own_descriptor&) = delete; // one copy per worker
+  own_descriptor& operator=(const own_descriptor&) = delete;
+  // No destructor: the worker ends with _exit.
+
+  [[nodiscard]] int fd() const noexcept { return fd_; }
+
+  [[nodiscard]] bool intact() const noexcept {
+#if defined(__linux__) && defined(SYS_kcmp)
+    if (copy_ >= 0) {
+      const pid_t self = ::getpid();
+      const long same = ::syscall(SYS_kcmp, self, self, KCMP_FILE, fd_, copy_);
+      if (same >= 0) return same == 0;
+      if (errno == EBADF) return false; // closed (the number or the copy)
+    }
+#endif
+    struct stat st {};
+    return ::fstat(fd_, &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_;
+  }
+
+private:
+  int fd_;
+  int copy_;
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
 };
 
 /// A worker's whole life: wait for a request, run it, answer; until told to
@@ -217,8 +249,8 @@ struct fd_identity {
 /// _exits with it).
 inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t parent) noexcept {
   const pid_t self = ::getpid();
-  const fd_identity socket_id = fd_identity::of(socket);
-  const fd_identity events_id = fd_identity::of(events_fd);
+  const own_descriptor own_socket(socket);
+  const own_descriptor own_events(events_fd);
   // The slot was reset to 0 before the fork: a request may already be there.
   std::uint32_t seen = 0;
   const timespec second{1, 0};
@@ -246,7 +278,7 @@ inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t pa
     slot.invoke(slot.request, region, region_size, slot, self);
     if (::getpid() != self) return 0; // a process the task forked came back here: only the worker answers
     if (region != nullptr) ::munmap(region, region_size);
-    const bool intact = fd_identity::of(socket) == socket_id && fd_identity::of(events_fd) == events_id;
+    const bool intact = own_socket.intact() && own_events.intact();
     slot.response_seq.fetch_add(1, std::memory_order_seq_cst);
     if (slot.parent_waiting.load(std::memory_order_seq_cst) != 0) {
       shared_futex_wake(slot.response_seq, INT_MAX);
@@ -303,6 +335,11 @@ public:
   /// Waits until `t`'s outcome is known or `until`; true if known.
   bool wait(pool_ticket& t, std::chrono::steady_clock::time_point until) {
     using namespace std::chrono_literals;
+    // Checked before mutex_, which a forked process may have inherited locked.
+    if (::getpid() != owner_) {
+      throw std::logic_error("forksafe::process_pool: a task's result waited for in a process forked from the "
+                             "pool's owner; only the owner's threads may wait for it");
+    }
     while (t.done.load(std::memory_order_acquire) == 0) {
       const auto now = std::chrono::steady_clock::now();
       if (now >= until) return false;
@@ -325,6 +362,7 @@ public:
 
   /// A descriptor that turns readable once `t` is done.
   int event_fd(pool_ticket& t) {
+    if (::getpid() != owner_) return -1; // see wait()
     std::lock_guard lock(mutex_);
     if (t.event_fd < 0) {
       t.event_fd = make_eventfd();
@@ -335,6 +373,7 @@ public:
 
   /// Sends `sig` to the worker running `t`, if it runs.
   void kill(pool_ticket& t, int sig) {
+    if (::getpid() != owner_) return; // see wait()
     std::lock_guard lock(mutex_);
     const int s = t.slot.load(std::memory_order_relaxed);
     if (s >= 0 && workers_[static_cast<std::size_t>(s)].task.get() == &t) {
@@ -471,10 +510,16 @@ private:
     std::memcpy(sl.request, t->request.data(), t->request_size);
     sl.region_size = static_cast<std::uint32_t>(t->result_bytes != 0 ? t->region.size() : 0);
     if (sl.region_size != 0 && !send_fd(w.socket, t->region.fd())) {
-      // The worker is gone, or its socket is (a task closed it): requeue,
-      // and tell the worker to exit; the supervisor replaces it.
-      queue_.push_front(std::move(t));
+      // The worker is gone, or its socket is (a task closed it): tell it to
+      // exit (the supervisor replaces it) and requeue the task, once; a
+      // second failure is not the worker's doing: fail the task (lost).
       retire(i);
+      if (!t->requeued) {
+        t->requeued = true;
+        queue_.push_front(std::move(t));
+      } else {
+        finish(*t);
+      }
       return;
     }
     t->pid.store(w.proc.pid(), std::memory_order_relaxed);
@@ -536,16 +581,19 @@ private:
 
   // Under mutex_: worker i ended (or was killed); fails its task if it had
   // not answered, or puts it back at the head of the queue if the worker
-  // never took it (it died idle, before it saw the request) and nobody
-  // asked to kill that task. Returns true
+  // never took it (it died idle, before it saw the request), nobody asked
+  // to kill that task, and it was not requeued before (a task whose second
+  // worker also dies before taking it fails: something kills every new
+  // worker, and retrying would fork for ever). Returns true
   // if it must be replaced.
   bool bury(std::size_t i, const child_status& status, bool for_timeout) {
     worker& w = workers_[i];
     collect(i); // an answer written just before the end still counts
     pool_slot& sl = slot(i);
-    if (w.task && !for_timeout && !w.task->kill_requested &&
+    if (w.task && !for_timeout && !w.task->kill_requested && !w.task->requeued &&
         sl.taken_seq.load(std::memory_order_acquire) != sl.request_seq.load(std::memory_order_relaxed)) {
       w.task->slot.store(-1, std::memory_order_release);
+      w.task->requeued = true;
       queue_.push_front(std::move(w.task));
       shared_futex_wake(sl.response_seq, INT_MAX); // a caller waiting on the slot goes back to the ticket
       return true;
@@ -649,7 +697,12 @@ private:
   void forget_in_forked_process() noexcept {
     if (forgotten_) return;
     forgotten_ = true;
-    if (supervisor_.joinable()) supervisor_.detach();
+    // The supervisor thread did not survive the fork. Joining or detaching
+    // its handle would act on a thread that does not exist here (TSan's
+    // runtime aborts on the detach), and destroying a joinable handle calls
+    // std::terminate: a non-joinable handle is built over it instead (a
+    // std::thread holds only an id; nothing depends on its destructor).
+    if (supervisor_.joinable()) ::new (static_cast<void*>(&supervisor_)) std::thread();
     for (worker& w : workers_) {
       w.proc = child_process(); // inert here: closes its pidfd, signals nothing
       if (w.socket >= 0) ::close(w.socket);
