@@ -27,6 +27,7 @@
 #include <mutex>      // std::mutex (rejected)
 #include <optional>   // std::optional (accepted)
 #include <span>       // std::span (rejected)
+#include <sstream>    // std::stringbuf behind std::cout
 #include <stdexcept>  // what the children throw
 #include <string>     // std::string (rejected; captured)
 #include <string_view> // std::string_view (rejected)
@@ -1106,6 +1107,17 @@ TEST_CASE("fork_call: output another thread buffered between the flush and fork(
         0);
 }
 
+TEST_CASE("fork_call: a child keeps what a std::stringbuf behind std::cout held before the fork") {
+  // Only output written after the parent's flush is dropped in the child; a
+  // flush does not empty a stringbuf, so its text is not "after the flush".
+  std::stringbuf captured;
+  std::streambuf* const original = std::cout.rdbuf(&captured);
+  std::cout << "kept";
+  const auto size = fork_call(bounded, [&] { return captured.str().size(); }).get();
+  std::cout.rdbuf(original);
+  CHECK(size == 4);
+}
+
 TEST_CASE("fork_call: a child that flushes what it inherited prints the other thread's lines twice (negative control)") {
   const int twice = lines_printed_twice(temp_path("twice-control"), [] {
     std::fflush(nullptr);
@@ -1207,8 +1219,10 @@ TEST_CASE("fork_call: 10,000 calls leave as many descriptors as before, no zombi
   MESSAGE("10,000 fork_calls after 1,000 to warm up: resident set grew by ", rss_growth, " KiB");
   // A leak of 128 bytes a call would add 1,250 KiB (the control in
   // test_process_pool.cpp shows the measure sees one). ASan keeps freed
-  // memory in quarantine, so there LeakSanitizer judges leaks instead.
-  if (!FORKSAFE_TEST_ASAN) CHECK(rss_growth < 512);
+  // memory in quarantine (LeakSanitizer judges leaks there), and TSan's
+  // own bookkeeping grows with every thread and fork (724 KiB seen): the
+  // figure is printed there, not checked.
+  if (!FORKSAFE_TEST_ASAN && !FORKSAFE_TEST_TSAN) CHECK(rss_growth < 512);
   for (int i = 0; i < 20; ++i) {
     if (!fork_call(bounded, [] { return one_mib(2); }).get().holds(2)) ++wrong;
     (void)fork_call(bounded, []() -> int { ::_exit(1); }).wait_for(10s);

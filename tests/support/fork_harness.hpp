@@ -60,6 +60,16 @@
 #ifndef FORKSAFE_TEST_ASAN
 #define FORKSAFE_TEST_ASAN 0
 #endif
+#if defined(__SANITIZE_THREAD__)
+#define FORKSAFE_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FORKSAFE_TEST_TSAN 1
+#endif
+#endif
+#ifndef FORKSAFE_TEST_TSAN
+#define FORKSAFE_TEST_TSAN 0
+#endif
 
 namespace forksafe_test {
 

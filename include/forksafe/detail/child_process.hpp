@@ -197,17 +197,39 @@ struct streambuf_peek : std::streambuf {
   }
 };
 
-/// In a forked child, before anything else: drop the output the standard
-/// streams hold unwritten. The parent flushed them just before fork(), so
-/// whatever is there was written by another of the parent's threads in
-/// between; it is the parent's to print, and it will. Flushing it in the
-/// child as well (at the child's exit) would print it twice. Streams with
-/// nothing waiting are not written to (see has_pending_output).
-inline void discard_inherited_output() noexcept {
-  for (std::ostream* s : {&std::cout, &std::clog, &std::cerr}) streambuf_peek::discard_pending_output(s->rdbuf());
+/// Which standard C++ streams the parent's flush (flush_stdio_in_parent)
+/// left empty, taken just before fork(). A stream buffer that writes to a
+/// device is empty after a flush; one that keeps its text in memory (a
+/// std::stringbuf behind std::cout) is not, and is left alone in the child.
+struct output_marks {
+  std::streambuf* emptied[3] = {};
+};
+
+inline output_marks mark_output() noexcept {
+  output_marks m;
+  int i = 0;
+  for (std::ostream* s : {&std::cout, &std::clog, &std::cerr}) {
+    std::streambuf* const b = s->rdbuf();
+    m.emptied[i++] = streambuf_peek::has_pending_output(b) ? nullptr : b;
+  }
+  return m;
+}
+
+/// In a forked child, before anything else: drop what another of the
+/// parent's threads wrote to stdout, stderr or a standard C++ stream between
+/// the parent's flush and fork(). It is the parent's to print, and the
+/// parent will; flushing it in the child as well (at the child's exit)
+/// printed it twice. What a flush does not empty (in-memory buffers) is
+/// kept. A stream with nothing waiting is not written to (no page copied).
+inline void discard_inherited_output(const output_marks& m) noexcept {
+  int i = 0;
+  for (std::ostream* s : {&std::cout, &std::clog, &std::cerr}) {
+    if (m.emptied[i] != nullptr && s->rdbuf() == m.emptied[i]) streambuf_peek::discard_pending_output(m.emptied[i]);
+    ++i;
+  }
 #if FORKSAFE_HAS_FPENDING
   for (FILE* f : {stdout, stderr}) {
-    if (has_pending_output(f)) __fpurge(f);
+    if (has_pending_output(f)) __fpurge(f); // after the parent's fflush, all of it is new
   }
 #endif
 }
@@ -307,6 +329,7 @@ public:
   template <class Body>
   [[nodiscard]] static child_process spawn(Body&& body, const spawn_options& options = {}) {
     flush_stdio_in_parent();
+    const output_marks marks = mark_output();
     const unsigned crash_handlers = options.default_crash_handlers ? installed_crash_handlers() : 0U;
     sigset_t all;
     sigset_t old;
@@ -314,7 +337,7 @@ public:
     pthread_sigmask(SIG_SETMASK, &all, &old);
     const pid_t pid = ::fork();
     if (pid == 0) {
-      run_child(body, options, old, crash_handlers); // never returns
+      run_child(body, options, old, crash_handlers, marks); // never returns
     }
     const int fork_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
@@ -416,8 +439,8 @@ private:
 
   template <class Body>
   [[noreturn]] static void run_child(Body& body, const spawn_options& options, const sigset_t& mask,
-                                     unsigned crash_handlers) noexcept {
-    discard_inherited_output();
+                                     unsigned crash_handlers, const output_marks& marks) noexcept {
+    discard_inherited_output(marks);
     if (options.own_process_group) ::setpgid(0, 0);
     for (unsigned i = 0; i < std::size(crash_signals); ++i) {
       if ((crash_handlers & (1U << i)) != 0) std::signal(crash_signals[i], SIG_DFL);
