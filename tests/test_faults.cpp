@@ -319,13 +319,15 @@ TEST_CASE("faults: a pool task that closes all its worker's descriptors still de
   CHECK(count_zombie_children() == 0);
 }
 
-TEST_CASE("faults: a pool task that puts eventfds where its worker's descriptors were: the worker retires") {
+TEST_CASE("faults: a pool task that puts eventfds where its worker's descriptors were: the worker retires, never writes") {
   // Every eventfd shares one inode: only kcmp tells the worker's own from
   // the task's. A worker that wrote into the task's eventfd would wake the
   // task's event loop and leave its own result uncollected.
   process_pool pool(1);
   const pid_t first = pool.submit([] { return ::getpid(); }).get();
-  CHECK(pool.submit([] {
+  // Nobody waits in get() while it ends, so the worker tells the supervisor
+  // through its event descriptor: the write it must not make.
+  auto replacing = pool.submit([] {
               // Every eventfd below 64 (the worker's own, among those it
               // inherited; its private copies sit at 64 and up) is replaced
               // by a new one at the same number; the socket is left alone.
@@ -346,7 +348,9 @@ TEST_CASE("faults: a pool task that puts eventfds where its worker's descriptors
                 ::close(fresh);
               }
               return static_cast<int>(eventfds.size());
-            }).get() > 0);
+            });
+  std::this_thread::sleep_for(200ms);
+  CHECK(replacing.get() > 0);
   const pid_t after = pool.submit([] { return ::getpid(); }).get();
   CHECK(after != first); // replaced: it did not trust descriptors that are no longer its own
   CHECK(pool.submit([](int x) { return x * 4; }, 3).get() == 12);

@@ -243,9 +243,11 @@ private:
 /// exit, or until the parent is gone (checked once a second while idle: a
 /// parent-death signal would follow the forking thread, not the process).
 /// A task that closed the worker's socket or event descriptor (or put
-/// something else at their numbers) gets its answer through the slot, and
-/// the worker then exits to be replaced: it never writes into a descriptor
-/// that is no longer its own. Returns the exit code (child_process::spawn
+/// something else at their numbers) gets its answer through the slot; the
+/// worker checks a descriptor only before it uses it (a caller waiting in
+/// get() is woken through the slot's futex, which needs none), and exits to
+/// be replaced rather than write into or read from one that is no longer
+/// its own. Returns the exit code (child_process::spawn
 /// _exits with it).
 inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t parent) noexcept {
   const pid_t self = ::getpid();
@@ -263,9 +265,12 @@ inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t pa
     }
     seen = now;
     if (slot.op == pool_op::exit) return 0;
+    const std::size_t region_size = slot.region_size;
+    // A task before this one closed the socket (or put something else at its
+    // number): leave this request untaken; the pool gives it to a replacement.
+    if (region_size != 0 && !own_socket.intact()) return 0;
     slot.taken_seq.store(now, std::memory_order_release); // from here on, a death fails this task
     void* region = nullptr;
-    const std::size_t region_size = slot.region_size;
     if (region_size != 0) {
       const int fd = receive_fd(socket);
       if (fd >= 0) {
@@ -278,15 +283,15 @@ inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t pa
     slot.invoke(slot.request, region, region_size, slot, self);
     if (::getpid() != self) return 0; // a process the task forked came back here: only the worker answers
     if (region != nullptr) ::munmap(region, region_size);
-    const bool intact = own_socket.intact() && own_events.intact();
     slot.response_seq.fetch_add(1, std::memory_order_seq_cst);
     if (slot.parent_waiting.load(std::memory_order_seq_cst) != 0) {
-      shared_futex_wake(slot.response_seq, INT_MAX);
-    } else if (intact) {
+      shared_futex_wake(slot.response_seq, INT_MAX); // the caller collects it: no descriptor involved
+    } else if (own_events.intact()) {
       const std::uint64_t one = 1;
       (void)!::write(events_fd, &one, sizeof one); // the supervisor collects it
+    } else {
+      return 0; // the supervisor sees the end, collects the answer, replaces the worker
     }
-    if (!intact) return 0; // the supervisor sees the end, collects the answer, replaces the worker
   }
 }
 
