@@ -175,7 +175,9 @@ TEST_CASE("faults: every signal sent to a fork_call child ends it as its default
     // Its own process group: a stop signal then stops it even when the test
     // runs in an orphaned group (where the kernel discards SIGTSTP, SIGTTIN
     // and SIGTTOU).
-    auto r = fork_call({.timeout = 400ms, .own_process_group = true}, [] {
+    // Only a stopped child needs the timeout to end; the others get room for a loaded machine.
+    const auto timeout = default_action_of(sig) == default_action::stop ? 400ms : 10'000ms;
+    auto r = fork_call({.timeout = timeout, .own_process_group = true}, [] {
       std::this_thread::sleep_for(150ms);
       return 7;
     });
@@ -210,7 +212,7 @@ TEST_CASE("faults: every signal sent to a pool worker mid-task fails that task a
   std::vector<std::string> wrong;
   int sent = 0;
   {
-    process_pool pool(1, {.task_timeout = 400ms});
+    process_pool pool(1, {.task_timeout = 1s}); // ends stopped workers; room for a loaded machine
     const int tell = started[1];
     for (int sig : every_signal()) {
       auto r = pool.submit(
@@ -251,7 +253,13 @@ TEST_CASE("faults: pool workers killed while idle lose no task; later tasks run 
   REQUIRE(pool.submit([] { return 1; }).get() == 1); // the workers are up
   int killed = 0;
   for (int round = 0; round < 20; ++round) {
-    for (pid_t worker : child_pids()) killed += ::kill(worker, round % 2 == 0 ? SIGTERM : SIGKILL) == 0 ? 1 : 0;
+    std::vector<pid_t> workers = child_pids();
+    for (pid_t worker : workers) killed += ::kill(worker, round % 2 == 0 ? SIGTERM : SIGKILL) == 0 ? 1 : 0;
+    // Dead before anything is submitted (a worker still on a CPU could take a
+    // task before the signal lands: then its death fails that task, rightly).
+    for (pid_t worker : workers) {
+      while (!forksafe_test::process_is_dead(worker)) std::this_thread::yield();
+    }
     // Submitted at once: some go to a worker that is dead but not yet buried.
     std::vector<forksafe::process_result<int>> results;
     for (int i = 0; i < 4; ++i) results.push_back(pool.submit([](int x) { return x + 1; }, i));
@@ -560,14 +568,16 @@ TEST_CASE("faults: an EINTR storm interrupts every blocking call; each retries a
 
   SUBCASE("fork_call: fork, wait_for, wait_until, get, kill, and the destructor's kill and reap") {
     for (int i = 0; i < 20; ++i) {
-      auto r = fork_call({.timeout = 20s}, [i] {
-        std::this_thread::sleep_for(20ms);
+      const forksafe_test::gate g; // the child answers only once the waits below have timed out
+      auto r = fork_call({.timeout = 20s}, [&g, i] {
+        g.wait();
         return i;
       });
       const auto t = clock_type::now();
       CHECK(r.wait_for(5ms) == std::future_status::timeout);
       CHECK(seconds_since(t) >= 0.005);
       CHECK(r.wait_until(clock_type::now() + 1ms) == std::future_status::timeout);
+      g.open();
       CHECK(r.get() == i);
     }
     auto killed = fork_call({.timeout = 20s}, [] {
@@ -599,16 +609,20 @@ TEST_CASE("faults: an EINTR storm interrupts every blocking call; each retries a
   SUBCASE("process_pool: start, submit, wait_for, get, native_handle, shutdown") {
     int right = 0;
     {
+      const forksafe_test::gate g; // made before the pool: its workers inherit it
       process_pool pool(2, {.task_timeout = 10s});
       std::vector<forksafe::process_result<int>> results;
       for (int i = 0; i < 200; ++i) results.push_back(pool.submit([](int x) { return x + 3; }, i));
-      auto slow = pool.submit([] {
-        std::this_thread::sleep_for(30ms);
+      auto slow = pool.submit([fd = g.fds[0]] { // answers once the wait below has timed out
+        char c;
+        while (::read(fd, &c, 1) < 0 && errno == EINTR) {
+        }
         return -1;
       });
       const auto t = clock_type::now();
       CHECK(slow.wait_for(5ms) == std::future_status::timeout);
       CHECK(seconds_since(t) >= 0.005);
+      g.open();
       pollfd p{slow.native_handle(), POLLIN, 0};
       int polled = 0;
       while ((polled = ::poll(&p, 1, 10'000)) < 0 && errno == EINTR) {

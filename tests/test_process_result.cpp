@@ -60,6 +60,7 @@ using forksafe_test::count_zombie_children;
 using forksafe_test::expect_system_error;
 using forksafe_test::fill_descriptor_table;
 using forksafe_test::highest_open_fd;
+using forksafe_test::process_is_dead;
 using forksafe_test::load_through_null;
 using forksafe_test::gate;
 using forksafe_test::run_in_child;
@@ -107,16 +108,6 @@ int count_pidfds() {
 }
 
 
-// A process that no longer runs: gone, or a zombie nobody reaped yet.
-bool process_is_dead(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return true;
-  const auto close = line.rfind(')');
-  if (close == std::string::npos || close + 2 >= line.size()) return true;
-  const char state = line[close + 2];
-  return state == 'Z' || state == 'X';
-}
 
 bool eventually_dead(pid_t pid, std::chrono::milliseconds within) {
   const auto until = clock_type::now() + within;

@@ -252,6 +252,17 @@ inline int allow_no_more_processes() {
   return errno == EAGAIN ? 0 : 23;
 }
 
+/// A process that no longer runs: gone, or a zombie nobody reaped yet.
+inline bool process_is_dead(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  const auto close = line.rfind(')');
+  if (close == std::string::npos || close + 2 >= line.size()) return true;
+  const char state = line[close + 2];
+  return state == 'Z' || state == 'X';
+}
+
 } // namespace forksafe_test
 
 namespace doctest {
