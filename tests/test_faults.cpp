@@ -392,27 +392,14 @@ TEST_CASE("faults: a pool task that forks a grandchild and returns delays neithe
 // test_process_result.cpp)
 // ---------------------------------------------------------------------------
 
-namespace {
-// Shared mappings (permissions "rw-s"): the pool's slots and result memfds.
-int count_shared_maps() {
-  std::ifstream maps("/proc/self/maps");
-  int n = 0;
-  for (std::string line; std::getline(maps, line);) {
-    const auto space = line.find(' ');
-    n += space != std::string::npos && space + 4 < line.size() && line[space + 4] == 's' ? 1 : 0;
-  }
-  return n;
-}
-} // namespace
-
 TEST_CASE("faults: a pool that cannot fork (RLIMIT_NPROC) throws system_error(EAGAIN) and leaks nothing") {
   const auto outcome = forksafe_test::run_in_child([] {
     if (const int rc = forksafe_test::allow_no_more_processes()) return rc;
     const int fds = count_open_fds();
-    const int maps = count_shared_maps();
+    const int maps = forksafe_test::count_shared_maps();
     if (const int rc = forksafe_test::expect_system_error([] { process_pool pool(2); }, EAGAIN)) return 30 + rc;
     if (count_open_fds() != fds) return 40;
-    if (count_shared_maps() != maps) return 41;
+    if (forksafe_test::count_shared_maps() != maps) return 41;
     return count_zombie_children() == 0 ? 0 : 42;
   });
   CHECK(outcome == forksafe_test::outcome{forksafe_test::kind::exited, 0});

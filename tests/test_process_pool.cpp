@@ -6,18 +6,17 @@
 
 #include "support/fork_harness.hpp"
 
-#include <array>   // large results
-#include <atomic>  // counters
-#include <cstdlib> // std::abort
-#include <cstring> // std::memset: the leak control
-#include <fstream> // /proc/self/maps
-#include <memory>  // the leak control
-#include <optional> // a pool destroyed on purpose
+#include <array>     // large results
+#include <atomic>    // counters
+#include <cstdlib>   // std::abort
+#include <cstring>   // std::memset: the leak control
+#include <future>    // std::async: the seed's inner pool
+#include <memory>    // the leak control
+#include <optional>  // a pool destroyed on purpose
 #include <stdexcept> // std::logic_error
-#include <future>  // std::async: the seed's inner pool
-#include <string>  // rejected results
-#include <thread>  // submitting threads
-#include <vector>  // handles
+#include <string>    // rejected results
+#include <thread>    // submitting threads
+#include <vector>    // handles
 
 #include <dlfcn.h>  // dlopen: code loaded after the pool started
 #include <poll.h>   // native_handle
@@ -30,19 +29,6 @@ using forksafe::process_pool;
 namespace {
 
 int square(int x) { return x * x; }
-
-// Shared mappings (permissions "rw-s"): what a pool maps for its slots and
-// large results. Private mappings are left out: sanitizer runtimes map and
-// keep regions of their own as a process runs.
-int count_shared_maps() {
-  std::ifstream maps("/proc/self/maps");
-  int n = 0;
-  for (std::string line; std::getline(maps, line);) {
-    const auto space = line.find(' ');
-    n += space != std::string::npos && space + 4 < line.size() && line[space + 4] == 's' ? 1 : 0;
-  }
-  return n;
-}
 
 } // namespace
 
@@ -380,17 +366,17 @@ TEST_CASE("test support: the resident-set measure sees a leak of 128 bytes per o
 TEST_CASE("process_pool: 100 pools created and destroyed leave no zombie, descriptor or mapping") {
   { process_pool warm(2); } // first-use allocations
   const int fds = forksafe_test::count_open_fds();
-  const int shared_maps = count_shared_maps();
+  const int shared_maps = forksafe_test::count_shared_maps();
   for (int i = 0; i < 100; ++i) {
     process_pool pool(2);
-    CHECK(count_shared_maps() == shared_maps + 1); // the pool's slots: the counter sees them
+    CHECK(forksafe_test::count_shared_maps() == shared_maps + 1); // the pool's slots: the counter sees them
     using big = std::array<unsigned char, 4096>;   // and a large result's memfd mapping
     auto r = pool.submit([] { return big{}; });
     (void)r.get();
   }
   CHECK(forksafe_test::count_zombie_children() == 0);
   CHECK(forksafe_test::count_open_fds() == fds);
-  CHECK(count_shared_maps() == shared_maps);
+  CHECK(forksafe_test::count_shared_maps() == shared_maps);
 }
 
 #ifdef REGISTRY_LIB_B_PATH

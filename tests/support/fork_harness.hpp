@@ -252,6 +252,19 @@ inline int allow_no_more_processes() {
   return errno == EAGAIN ? 0 : 23;
 }
 
+/// Shared mappings (permissions "rw-s") in this process: what a pool maps
+/// for its slots and large results. Private mappings are left out: sanitizer
+/// runtimes map and keep regions of their own as a process runs.
+inline int count_shared_maps() {
+  std::ifstream maps("/proc/self/maps");
+  int n = 0;
+  for (std::string line; std::getline(maps, line);) {
+    const auto space = line.find(' ');
+    n += space != std::string::npos && space + 4 < line.size() && line[space + 4] == 's' ? 1 : 0;
+  }
+  return n;
+}
+
 /// A process that no longer runs: gone, or a zombie nobody reaped yet.
 inline bool process_is_dead(pid_t pid) {
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");

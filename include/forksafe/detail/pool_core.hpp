@@ -217,8 +217,6 @@ public:
   own_descriptor& operator=(const own_descriptor&) = delete;
   // No destructor: the worker ends with _exit.
 
-  [[nodiscard]] int fd() const noexcept { return fd_; }
-
   [[nodiscard]] bool intact() const noexcept {
 #if defined(__linux__) && defined(SYS_kcmp)
     if (copy_ >= 0) {
@@ -519,12 +517,7 @@ private:
       // exit (the supervisor replaces it) and requeue the task, once; a
       // second failure is not the worker's doing: fail the task (lost).
       retire(i);
-      if (!t->requeued) {
-        t->requeued = true;
-        queue_.push_front(std::move(t));
-      } else {
-        finish(*t);
-      }
+      if (!requeue_once(t)) finish(*t);
       return;
     }
     t->pid.store(w.proc.pid(), std::memory_order_relaxed);
@@ -539,6 +532,16 @@ private:
     sl.request_seq.fetch_add(1, std::memory_order_release);
     shared_futex_wake(sl.request_seq, 1);
     futex_wake(w.task->done, INT_MAX); // a waiter on the queued task now waits on the slot
+  }
+
+  // Under mutex_: puts `t` back at the head of the queue unless it was put
+  // back before (then a second worker failed it too: it is not the
+  // workers' doing, and retrying could fork for ever). True if requeued.
+  bool requeue_once(std::shared_ptr<pool_ticket>& t) {
+    if (t->requeued) return false;
+    t->requeued = true;
+    queue_.push_front(std::move(t));
+    return true;
   }
 
   // Under mutex_: publishes the outcome and wakes the waiters.
@@ -595,13 +598,13 @@ private:
     worker& w = workers_[i];
     collect(i); // an answer written just before the end still counts
     pool_slot& sl = slot(i);
-    if (w.task && !for_timeout && !w.task->kill_requested && !w.task->requeued &&
+    if (w.task && !for_timeout && !w.task->kill_requested &&
         sl.taken_seq.load(std::memory_order_acquire) != sl.request_seq.load(std::memory_order_relaxed)) {
       w.task->slot.store(-1, std::memory_order_release);
-      w.task->requeued = true;
-      queue_.push_front(std::move(w.task));
-      shared_futex_wake(sl.response_seq, INT_MAX); // a caller waiting on the slot goes back to the ticket
-      return true;
+      if (requeue_once(w.task)) {
+        shared_futex_wake(sl.response_seq, INT_MAX); // a caller waiting on the slot goes back to the ticket
+        return true;
+      }
     }
     if (w.task) {
       pool_ticket& t = *w.task;
@@ -708,8 +711,14 @@ private:
     // std::terminate: a non-joinable handle is built over it instead (a
     // std::thread holds only an id; nothing depends on its destructor).
     if (supervisor_.joinable()) ::new (static_cast<void*>(&supervisor_)) std::thread();
+    for (worker& w : workers_) w.proc = child_process(); // inert here: closes its pidfd, signals nothing
+    close_descriptors();
+  }
+
+  // Closes this process's pool descriptors: the workers' sockets and the
+  // two eventfds.
+  void close_descriptors() noexcept {
     for (worker& w : workers_) {
-      w.proc = child_process(); // inert here: closes its pidfd, signals nothing
       if (w.socket >= 0) ::close(w.socket);
       w.socket = -1;
     }
@@ -732,15 +741,10 @@ private:
         w.proc.kill_and_reap(SIGKILL);
         w.proc = child_process();
       }
-      if (w.socket >= 0) ::close(w.socket);
-      w.socket = -1;
     }
     for (auto& q : queue_) finish(*q);
     queue_.clear();
-    for (int* fd : {&events_fd_, &wake_fd_}) {
-      if (*fd >= 0) ::close(*fd);
-      *fd = -1;
-    }
+    close_descriptors();
     // The slots stay mapped until the core is destroyed: a thread still in
     // wait() on a task of this pool may be reading its slot (every ticket
     // holds the core).
