@@ -195,7 +195,12 @@ TEST_CASE("atfork_registry: blocking handlers in the inverted order deadlock the
         return rc;
       },
       3s);
-  CHECK(outcome.how == kind::timed_out);
+  // Under TSan its deadlock detector may see both lock orders before the
+  // deadlock happens and end the sandbox with a lock-order-inversion report
+  // (SIGABRT, halt_on_error): the same deadlock, caught by another judge.
+  // Everywhere else only the harness's deadline counts.
+  const bool tsan_saw_it = FORKSAFE_TEST_TSAN && outcome.killed_by(SIGABRT);
+  CHECK((outcome.how == kind::timed_out || tsan_saw_it));
 }
 
 TEST_CASE("atfork_registry: add/remove storms from 3 threads during 1,000 forks keep handlers balanced") {
