@@ -1,72 +1,98 @@
 // SPDX-License-Identifier: MIT
 //
-// forksafe/atfork_registry.hpp: fork handlers that can be removed, are run
-// in a defined order, and can back out of a prepare that cannot finish.
+// forksafe/atfork_registry.hpp: fork handlers that can be removed, run in a
+// defined order, back out of a prepare that cannot finish, and never make a
+// fork wait without bound.
 //
 // Defines:
-//   atfork_registry    the one place in the process where fork handlers live
-//                      (installs a single pthread_atfork triple on first use).
-//   atfork_handle      move-only RAII registration; destroying it unregisters.
-//   atfork_prepare     the type-erased prepare handler (returns void or bool).
-//   fork_generation()  0 in the original process, +1 in each forked child.
+//   atfork_registry       the one place in the process where fork handlers live.
+//   atfork_handle         move-only RAII registration; destroying it unregisters.
+//   atfork_prepare        a non-blocking prepare handler (returns void or bool).
+//   atfork_handlers       the general form of an entry: a name, a try-prepare, a
+//                         blocking prepare with a deadline, parent and child.
+//   atfork_guard_traits   how guard() takes and gives back a lock of a given type.
+//   fork_report           what a slow fork waited for (on_slow_fork).
+//   fork_generation()     0 in the original process, +1 in each forked child.
 //
 // Why not pthread_atfork directly: it can only add (a library that is
-// unloaded, or an object that dies, leaves a handler behind), a prepare has no
-// way to say "not now", and when several libraries each take their own locks
-// in prepare, the fixed order deadlocks against a thread that holds one lock
-// and wants another. Here a prepare that returns false makes the registry
-// undo the pass (parent handlers of what was prepared, newest first), back
-// off and try again, so handlers can try_lock without knowing each other.
+// unloaded, or an object that dies, leaves a handler behind); a prepare has
+// no way to say "not now"; when several libraries each take their own locks
+// in prepare, the fixed order deadlocks against a thread that holds one and
+// wants another; and nothing bounds how long a fork waits.
+//
+// How a fork is prepared. A pass calls every entry's try-prepare, newest
+// first. If one refuses, the pass undoes what it prepared (parent handlers,
+// newest first, as folly does), then blocks on the refuser's blocking
+// prepare while holding nothing else, keeps it, and tries the rest again:
+// the algorithm of std::lock, which gets through where retrying try-locks
+// starves (a holder that unlocks and relocks at once leaves a try-lock a
+// window of nanoseconds). An entry without a blocking prepare makes the
+// registry back off (yield, then 1 µs doubling to 1 ms) and retry instead.
+// What stays ordered: prepare passes run newest first, parent and child
+// handlers oldest first. What does not: after a refusal, the refuser is
+// prepared first, out of order, so a handler must not rely on another
+// entry's prepare having run before its own.
+//
+// How long a fork may wait: at most prepare_timeout() (10 s unless the
+// program calls set_prepare_timeout() or FORKSAFE_PREPARE_TIMEOUT_MS is set).
+// Then fork() goes on without the entries that still refuse: they get no
+// parent or child call; the child runs their child_unprepared handling
+// (quiesce locks still held by a thread that did not survive are poisoned:
+// their lock() throws fork_poisoned there); a line starting "forksafe:" on
+// stderr names them. forksafe's own forks (fork_call, process_pool) prepare
+// before calling fork() and give up instead: no child is made, and the
+// error names what held the fork back.
 //
 // What runs where:
-//   prepare  in the forking thread before fork(), newest registration first.
+//   prepare  in the forking thread before fork() (see above).
 //   parent   in the forking thread after fork() in the parent (also when
 //            fork() failed), oldest registration first.
 //   child    in the only thread of the child, oldest registration first,
 //            after fork_generation() was incremented. A child handler should
 //            only release or reset: taking any other lock can hang.
 // Handlers run only on fork(). vfork(), posix_spawn(), clone() and _Fork()
-// skip them (libc runs no atfork handlers on those paths); code that must
-// notice any new process compares fork_generation() or getpid().
+// skip them (libc runs no atfork handlers on those paths); so does a fork
+// made on a thread that is already inside fork() (a signal handler that
+// forks): its child may call only async-signal-safe functions, as after
+// _Fork(). Code that must notice any new process compares
+// fork_generation() or getpid().
 
 #ifndef FORKSAFE_ATFORK_REGISTRY_HPP
 #define FORKSAFE_ATFORK_REGISTRY_HPP
 
 #include "detail/config.hpp"
-#include "detail/owner_lock.hpp"
-#include "detail/thread_identity.hpp"
+#include "detail/guard_traits.hpp"
+#include "detail/process_hub.hpp"
+#include "detail/registry_core.hpp"
+#include "detail/registry_entry.hpp"
 
-#include <atomic>      // fork generation, live count
-#include <cerrno>      // errno is saved around handlers
+#include <chrono>      // deadlines, durations
 #include <cstddef>     // std::size_t
 #include <cstdint>     // std::uint64_t
 #include <cstdio>      // the terminate message
 #include <exception>   // std::terminate
 #include <functional>  // std::function: the type-erased handlers
+#include <new>         // placement new: the registry object in the hub
+#include <stdexcept>   // std::invalid_argument, std::logic_error
+#include <string>      // names
 #include <type_traits> // handler constraints
-#include <utility>     // std::exchange
-
-#include <pthread.h> // pthread_atfork
-#include <sched.h>   // sched_yield
-#include <time.h>    // nanosleep
+#include <utility>     // std::exchange, std::move
+#include <vector>      // fork_report
 
 namespace forksafe {
 
-namespace detail {
-FORKSAFE_PROCESS_UNIQUE inline std::atomic<std::uint64_t> fork_generation_{0};
-} // namespace detail
-
 /// The number of forks between the original process and this one: 0 in the
 /// original process, 1 in its children, 2 in grandchildren. Incremented in a
-/// child by the registry before any user child handler runs. One relaxed
-/// atomic load: cheap enough to check on every use of a lazily reset object.
-/// Only fork() increments it (see the file comment for paths that do not).
+/// child by the registry before any user child handler runs. Two loads:
+/// cheap enough to check on every use of a lazily reset object. Only fork()
+/// increments it (see the file comment for paths that do not).
 [[nodiscard]] inline std::uint64_t fork_generation() noexcept {
-  return detail::fork_generation_.load(std::memory_order_relaxed);
+  return detail::hub().fork_generation.load(std::memory_order_relaxed);
 }
 
-/// A prepare handler: empty ("none"), or a callable returning void (always
-/// ready) or bool (false: "cannot get ready now, undo and retry").
+/// A non-blocking prepare handler: empty ("none"), or a callable returning
+/// void (always ready) or bool (false: "cannot get ready now": undo, wait or
+/// back off, retry).
 ///
 /// Converts implicitly from nullptr, a null function pointer or an empty
 /// std::function (all three: empty), and from a copy-constructible callable
@@ -79,8 +105,7 @@ public:
 
   template <class F>
     requires(!std::is_same_v<std::remove_cvref_t<F>, atfork_prepare> && std::is_invocable_v<F&> &&
-             (std::is_void_v<std::invoke_result_t<F&>> ||
-              std::is_same_v<std::invoke_result_t<F&>, bool>))
+             (std::is_void_v<std::invoke_result_t<F&>> || std::is_same_v<std::invoke_result_t<F&>, bool>))
   atfork_prepare(F&& f) { // NOLINT: implicit, like std::function
     if constexpr (std::is_constructible_v<bool, const std::remove_cvref_t<F>&>) {
       if (!static_cast<bool>(f)) return; // a null function pointer or an empty std::function
@@ -105,37 +130,216 @@ private:
   std::function<bool()> fn_;
 };
 
-class atfork_registry;
+/// The general form of a registry entry; atfork_registry::add(atfork_handlers).
+/// Every member may be empty. A `prepare_until` needs a `try_prepare`.
+struct atfork_handlers {
+  /// Shown in slow-fork reports and on stderr (any length; reports cut it to
+  /// 63 bytes). Empty: "(unnamed)".
+  std::string name{};
+  /// Gets ready without blocking: true when ready, false for "not now".
+  atfork_prepare try_prepare{};
+  /// Gets ready, blocking as long as it must but not past the deadline; true
+  /// when ready, false when the deadline came first. Called only after
+  /// try_prepare refused and every other entry was undone, so it may block
+  /// (lock a mutex) without deadlocking against another entry. Empty: the
+  /// registry backs off and retries try_prepare instead.
+  std::function<bool(std::chrono::steady_clock::time_point deadline)> prepare_until{};
+  /// After fork() in the parent, and to undo a prepare of a pass that backs out.
+  std::function<void()> parent{};
+  /// After fork() in the child.
+  std::function<void()> child{};
+  /// In the child of a fork that went on without this entry (its prepare
+  /// timed out): what to do instead of child (which does not run).
+  std::function<void()> child_unprepared{};
+};
+
+/// How atfork_registry::guard() handles a lock of type L. Specialise it for
+/// a lock type of yours (same members; every one is called by the registry
+/// on the forking thread, or in the child for release_in_child).
+///
+/// The default: try_lock() to try; to wait, try_lock_until(deadline) if L has
+/// it, a timed lock on its pthread mutex if native_handle() returns one,
+/// libstdc++'s std::shared_mutex on its pthread_rwlock_t, and otherwise a
+/// plain lock() (which the prepare timeout cannot interrupt). unlock() in the
+/// parent. In the child, unlock(), except for std::recursive_mutex,
+/// std::recursive_timed_mutex, std::shared_mutex and std::shared_timed_mutex,
+/// whose unlock fails in a child (glibc checks the owner by kernel thread id,
+/// which is new there): they are constructed anew in place, as glibc does for
+/// its own locks (the data is whole: the fork held them). A lock the forking
+/// thread itself holds (told for pthread-based mutexes on glibc) is not
+/// taken: it stays held by that thread in parent and child.
+template <class L>
+struct atfork_guard_traits {
+  static bool held_by_forking_thread(L& l) noexcept { return detail::held_by_caller(l); }
+  static bool try_lock(L& l) { return l.try_lock(); }
+  static bool lock_until(L& l, std::chrono::steady_clock::time_point deadline) {
+    return detail::lock_until(l, deadline);
+  }
+  static void unlock_in_parent(L& l) { l.unlock(); }
+  static void release_in_child(L& l) { detail::release_in_child(l); }
+};
+
+/// What a slow fork waited for; see atfork_registry::on_slow_fork.
+struct fork_report {
+  /// One entry that refused.
+  struct blocker {
+    std::string name;   ///< the entry's name (cut to 63 bytes), "(unnamed)" without one
+    std::string detail; ///< what it says of itself: a quiesce lock's address and holder
+    unsigned refusals = 0;
+    std::chrono::nanoseconds held_back{}; ///< time blocked on it or backing off after it refused
+  };
+  std::chrono::nanoseconds waited{}; ///< from the start of preparation to its end
+  bool gave_up = false;              ///< the prepare timeout passed
+  bool forksafe_fork = false;        ///< fork_call or process_pool's fork: given up means not made
+  std::vector<blocker> blockers;     ///< in the order they first refused (at most 4)
+  std::vector<std::string> left_out; ///< gave up in fork(): the entries it went on without
+};
 
 namespace detail {
 
-// One registration. Owned by the registry's list; an atfork_handle points at it.
-// The fork path only reads entries: after fork() every page is write-protected
-// in parent and child, and one write per entry would cost a page fault per
-// page (1,000 handlers: +80% on a bare fork). So "prepared" is not stored; it
-// follows from the pass (all-or-nothing), and only the rare changes made from
-// inside a handler write flags.
-struct atfork_entry {
-  atfork_prepare prepare;
-  std::function<void()> parent;
-  std::function<void()> child;
-  atfork_entry* prev = nullptr;
-  atfork_entry* next = nullptr;
-  bool removed = false;           // removed from inside a handler: unlinked when the fork ends
-  bool unprepared = false;        // removed before its prepare ran: gets no parent/child call
-  bool added_during_fork = false; // added from inside a handler: takes part from the next fork on
+[[noreturn]] inline void handler_threw(const char* which, const char* name, const char* what) noexcept {
+  std::fprintf(stderr, "forksafe::atfork_registry: the %s handler of '%s' threw%s%s; calling std::terminate\n",
+               which, *name != '\0' ? name : "(unnamed)", what != nullptr ? ": " : "", what != nullptr ? what : "");
+  std::terminate();
+}
+
+// Runs a handler; an exception cannot cross fork(), so it ends the process.
+template <class Fn>
+auto call_handler(Fn&& fn, const char* which, const char* name) noexcept {
+  try {
+    return fn();
+  } catch (const std::exception& ex) {
+    handler_threw(which, name, ex.what());
+  } catch (...) {
+    handler_threw(which, name, nullptr);
+  }
+}
+
+inline void write_text(const entry_args& a, const char* text) noexcept {
+  if (a.text != nullptr && a.text_capacity != 0) std::snprintf(a.text, a.text_capacity, "%s", text);
+}
+
+// An entry made by add(): atfork_handlers behind the registry's interface.
+struct handlers_entry : registry_entry {
+  atfork_handlers h;
+
+  explicit handlers_entry(atfork_handlers&& handlers) : h(std::move(handlers)) {
+    name = h.name.c_str();
+    invoke = &run;
+    caps = (h.try_prepare ? entry_can_try : 0U) | (h.prepare_until ? entry_can_wait : 0U) |
+           (h.parent ? entry_has_parent : 0U) | (h.child ? entry_has_child : 0U) |
+           (h.child_unprepared ? entry_has_unprepared : 0U);
+  }
+
+  static bool run(registry_entry& base, entry_op op, const entry_args& a) noexcept {
+    auto& e = static_cast<handlers_entry&>(base);
+    switch (op) {
+    case entry_op::try_prepare: return call_handler([&] { return e.h.try_prepare(); }, "prepare", e.name);
+    case entry_op::prepare_until: {
+      const std::chrono::steady_clock::time_point t{std::chrono::nanoseconds(a.deadline_ns)};
+      return call_handler([&] { return e.h.prepare_until(t); }, "prepare_until", e.name);
+    }
+    case entry_op::parent: call_handler([&] { e.h.parent(); }, "parent", e.name); return true;
+    case entry_op::child: call_handler([&] { e.h.child(); }, "child", e.name); return true;
+    case entry_op::child_unprepared:
+      call_handler([&] { e.h.child_unprepared(); }, "child_unprepared", e.name);
+      return true;
+    case entry_op::prepare_partial:
+    case entry_op::describe: return true;
+    case entry_op::destroy: delete &e; return true;
+    }
+    return true;
+  }
+};
+
+// An entry made by guard(): one lock, through atfork_guard_traits<L>.
+template <class L>
+struct guard_entry : registry_entry {
+  using traits = atfork_guard_traits<L>;
+  L* lock;
+  std::string label;
+  bool skipped = false; // this fork: the forking thread holds it; written only then
+
+  guard_entry(L& l, std::string n) : lock(&l), label(std::move(n)) {
+    name = label.c_str();
+    invoke = &run;
+    caps = entry_can_try | entry_can_wait | entry_has_parent | entry_has_child | entry_can_describe;
+  }
+
+  static bool run(registry_entry& base, entry_op op, const entry_args& a) noexcept {
+    auto& e = static_cast<guard_entry&>(base);
+    L& l = *e.lock;
+    switch (op) {
+    case entry_op::try_prepare:
+      return call_handler(
+          [&] {
+            if (traits::held_by_forking_thread(l)) {
+              if (!e.skipped) e.skipped = true;
+              return true;
+            }
+            if (e.skipped) e.skipped = false;
+            return traits::try_lock(l);
+          },
+          "prepare", e.name);
+    case entry_op::prepare_until: {
+      const std::chrono::steady_clock::time_point t{std::chrono::nanoseconds(a.deadline_ns)};
+      return call_handler([&] { return traits::lock_until(l, t); }, "prepare_until", e.name);
+    }
+    case entry_op::parent:
+      if (!e.skipped) call_handler([&] { traits::unlock_in_parent(l); }, "parent", e.name);
+      return true;
+    case entry_op::child:
+      if (!e.skipped) call_handler([&] { traits::release_in_child(l); }, "child", e.name);
+      return true;
+    case entry_op::prepare_partial:
+    case entry_op::child_unprepared: return true;
+    case entry_op::describe:
+      write_text(a, "a guarded lock another thread holds");
+      return true;
+    case entry_op::destroy: delete &e; return true;
+    }
+    return true;
+  }
+};
+
+// The slow-fork callback, held by the registry.
+struct report_callback {
+  std::function<void(const fork_report&)> fn;
+
+  static fork_report to_report(const fork_stats& s) {
+    fork_report r;
+    r.waited = std::chrono::nanoseconds(s.waited_ns);
+    r.gave_up = s.gave_up;
+    r.forksafe_fork = s.ahead;
+    for (std::uint32_t i = 0; i < s.blocker_count; ++i) {
+      const blocker_stat& b = s.blockers[i];
+      r.blockers.push_back({b.name, b.detail, b.refusals, std::chrono::nanoseconds(b.held_back_ns)});
+    }
+    for (std::uint32_t i = 0; i < s.unprepared_count; ++i) r.left_out.emplace_back(s.unprepared[i]);
+    return r;
+  }
+
+  static void run(const fork_stats& s, void* self) noexcept {
+    try {
+      static_cast<report_callback*>(self)->fn(to_report(s));
+    } catch (...) {
+      std::fputs("forksafe: the slow-fork callback threw; ignored\n", stderr);
+    }
+  }
 };
 
 } // namespace detail
 
 /// A registration in the atfork_registry. Move-only; destroying it or calling
 /// reset() unregisters. When that returns, the handlers can no longer run
-/// (it waits for a fork in progress on another thread to finish), so what
-/// they capture may be destroyed right after. Exception: called from inside a
-/// fork handler on the forking thread, it returns at once, and an entry whose
-/// prepare already ran in this fork still gets its parent or child call
-/// before fork() returns, so locks stay balanced: keep what such a handler
-/// captures alive until then.
+/// (it waits for a fork in progress on another thread to leave the entry),
+/// so what they capture may be destroyed right after. Called from inside a
+/// fork handler on the forking thread, it does not wait: an entry whose
+/// prepare already ran in this fork gets its parent call (or, after fork(),
+/// its parent or child call) at once, before reset() returns, so locks stay
+/// balanced; one whose prepare has not run is not called at all. Either way
+/// the entry is destroyed before reset() returns (its own handler, removing
+/// itself, finishes first).
 ///
 /// A default-constructed or moved-from handle holds nothing. Move-assigning
 /// first unregisters what the target held. Thread-safety: one thread at a
@@ -157,53 +361,53 @@ public:
   atfork_handle& operator=(const atfork_handle&) = delete;
   ~atfork_handle() { reset(); }
 
-  /// Unregisters (see the class comment for when it returns; it blocks while
-  /// another thread runs fork handlers). Idempotent.
-  inline void reset() noexcept;
+  /// Unregisters (see the class comment for when it returns). Idempotent.
+  void reset() noexcept {
+    if (entry_ != nullptr) detail::registry_remove(*std::exchange(entry_, nullptr));
+  }
 
   /// True while registered.
   [[nodiscard]] explicit operator bool() const noexcept { return entry_ != nullptr; }
 
 private:
   friend class atfork_registry;
-  explicit atfork_handle(detail::atfork_entry* e) noexcept : entry_(e) {}
-  detail::atfork_entry* entry_ = nullptr;
+  explicit atfork_handle(detail::registry_entry* e) noexcept : entry_(e) {}
+  detail::registry_entry* entry_ = nullptr;
 };
 
 /// The process-wide registry of fork handlers.
 ///
 /// Thread-safety: every member may be called from any thread. add() and
-/// removal wait while another thread runs fork handlers: during each prepare
-/// pass, and from a successful pass to the end of its parent handlers. From
-/// inside a handler, on the forking thread, add() and removal never wait.
-/// So a handler must not wait for another thread that adds or removes an
-/// entry, nor call fork(): either deadlocks.
+/// removal wait while another thread runs fork handlers (not while that
+/// fork blocks on an entry or backs off). From inside a handler, on the
+/// forking thread, add() and removal never wait: a new entry takes part from
+/// the next fork on; see atfork_handle for removal.
 ///
-/// Blocking: fork() returns only after a prepare pass in which every prepare
-/// handler returned true. It retries without limit, backing off between
-/// passes (sched_yield 8 times, then sleeps of 1 µs doubling to ~1 ms), so a
-/// prepare that keeps refusing stalls the fork for as long. errno is saved
-/// and restored around the handlers (fork's own errno when fork() failed).
+/// errno is saved and restored around the handlers (fork's own errno when
+/// fork() failed). In a forked child the registry is a copy of the parent's:
+/// every entry registered there is still registered, and runs on the
+/// child's own forks.
 ///
-/// In a forked child the registry is a copy of the parent's: every entry
-/// registered there is still registered, and runs on the child's own forks.
-///
-/// Exactly one exists per process, also when these headers are compiled into
-/// several shared libraries: instance() and the state it uses have default
-/// visibility (even under -fvisibility=hidden), so the dynamic linker binds
-/// every library to one copy. A linker version script that makes them local,
-/// or -Bsymbolic, splits it: each library then has its own registry, its own
-/// pthread_atfork triple and its own retry loop; forks still run every
-/// handler, but backing out no longer spans libraries. It is never destroyed,
-/// so forks during static destruction still work.
-class FORKSAFE_PROCESS_UNIQUE atfork_registry {
+/// Exactly one exists per process, whatever the linkage: the executable and
+/// every shared library built with these headers (with or without
+/// -fvisibility=hidden or -rdynamic, linked or dlopen'ed) find it through an
+/// ELF note (see detail/process_hub.hpp). Handlers registered by a plugin
+/// stop when it is unloaded (its static handles are destroyed), and the
+/// plugin can be unloaded; the first object that installs the registry's
+/// pthread_atfork handlers stays loaded (usually the executable). Copies of
+/// forksafe with another hub ABI keep a registry of their own and say so on
+/// stderr. It is never destroyed, so forks during static destruction work.
+class atfork_registry {
 public:
-  /// The registry. The first call (made during static initialisation in
-  /// every program that includes this header) allocates it, which may throw
-  /// std::bad_alloc, and installs its pthread_atfork handlers. Thread-safe.
-  static atfork_registry& instance() {
-    static atfork_registry* const registry = new atfork_registry(); // leaky: outlives static destructors
-    return *registry;
+  /// The registry. The first call in the process (made during static
+  /// initialisation in every program that includes this header) allocates
+  /// it and installs its pthread_atfork handlers; if allocating fails it
+  /// prints a line and calls std::terminate. Thread-safe.
+  static atfork_registry& instance() noexcept {
+    // All state is in the hub. This (empty) object lives in a byte the hub
+    // keeps for it, so its address is the same in every shared object.
+    static_assert(std::is_empty_v<atfork_registry> && std::is_trivially_destructible_v<atfork_registry>);
+    return *::new (static_cast<void*>(&detail::registry().facade)) atfork_registry();
   }
 
   atfork_registry(const atfork_registry&) = delete; // one per process
@@ -211,207 +415,101 @@ public:
 
   /// Registers fork handlers; any may be empty ({} or nullptr). The entry is
   /// the newest: its prepare runs first, its parent and child handlers last.
-  /// Keep the returned handle: destroying it unregisters. Allocates (a fork
-  /// never does). Blocks while another thread runs fork handlers (see the
-  /// class comment); called from inside a handler on the forking thread, it
-  /// does not block and the entry takes part from the next fork on. A handler
-  /// that throws makes the registry print a message naming it to stderr and
-  /// call std::terminate: an exception cannot cross fork(). Throws
-  /// std::bad_alloc.
+  /// Keep the returned handle: destroying it unregisters. A handler that
+  /// throws makes the registry print a line naming it and call
+  /// std::terminate: an exception cannot cross fork(). Throws std::bad_alloc.
   atfork_handle add(atfork_prepare prepare, std::function<void()> parent, std::function<void()> child) {
-    auto* e = new detail::atfork_entry{std::move(prepare), std::move(parent), std::move(child)};
-    if (forking_thread_) {
-      e->added_during_fork = true; // we hold lock_: this thread is running the handlers
-      changed_in_fork_ = true;
-      link(e);
-    } else {
-      lock_.lock(detail::this_thread_id());
-      link(e);
-      lock_.unlock();
+    atfork_handlers h;
+    h.try_prepare = std::move(prepare);
+    h.parent = std::move(parent);
+    h.child = std::move(child);
+    return add(std::move(h));
+  }
+
+  /// Registers the general form (see atfork_handlers). Throws
+  /// std::invalid_argument for a prepare_until without a try_prepare (it
+  /// would be called with other entries prepared: a lock-order deadlock),
+  /// std::bad_alloc.
+  atfork_handle add(atfork_handlers handlers) {
+    if (handlers.prepare_until && !handlers.try_prepare) {
+      throw std::invalid_argument(
+          "forksafe::atfork_registry::add: a prepare_until needs a try_prepare (the registry blocks only on an "
+          "entry that refused, holding nothing else)");
     }
+    auto* e = new detail::handlers_entry(std::move(handlers));
+    detail::registry_add(*e);
     return atfork_handle(e);
   }
 
-  /// The number of registered entries (best effort while others add or remove).
-  [[nodiscard]] std::size_t size() const noexcept { return live_.load(std::memory_order_relaxed); }
+  /// Takes `lock` before every fork and gives it back in the parent and the
+  /// child, for a lock the program does not own (a library's std::mutex,
+  /// say), so a child never inherits it held by a thread that is gone. Taken
+  /// with std::lock's algorithm (see the file comment) through
+  /// atfork_guard_traits<Lockable>. `name` appears in slow-fork reports.
+  /// Requires: `lock` outlives the handle (destroy the handle first).
+  /// Throws std::bad_alloc.
+  template <class Lockable>
+  [[nodiscard]] atfork_handle guard(Lockable& lock, std::string name = {}) {
+    auto* e = new detail::guard_entry<Lockable>(lock, std::move(name));
+    detail::registry_add(*e);
+    return atfork_handle(e);
+  }
+
+  /// The number of registered entries (best effort while others add or
+  /// remove). forksafe's own (the quiesce locks' entry) count too.
+  [[nodiscard]] std::size_t size() const noexcept { return detail::registry().live.load(std::memory_order_relaxed); }
+
+  /// The most a fork waits for its preparation before it goes on without
+  /// what still refuses (fork()) or gives up (fork_call, process_pool).
+  /// 10 s unless set here or by FORKSAFE_PREPARE_TIMEOUT_MS (read once, when
+  /// the registry is made; garbage is ignored with a line on stderr).
+  [[nodiscard]] std::chrono::milliseconds prepare_timeout() const noexcept {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::nanoseconds(detail::registry().prepare_timeout_ns.load(std::memory_order_relaxed)));
+  }
+  /// Sets prepare_timeout() for forks that start from now on; a negative
+  /// value is taken as zero (a fork then goes on at the first refusal).
+  void set_prepare_timeout(std::chrono::milliseconds timeout) noexcept {
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
+    detail::registry().prepare_timeout_ns.store(ns < 0 ? 0 : ns, std::memory_order_relaxed);
+  }
+
+  /// Calls `callback` after every fork whose preparation took at least
+  /// `threshold` or gave up, with what held it back; an empty callback
+  /// removes it. Independently, FORKSAFE_SLOW_FORK_MS=N prints one line
+  /// starting "forksafe:" on stderr for each fork that waited N ms or more;
+  /// a fork that gave up is always reported there. Nothing is printed or
+  /// called otherwise. The callback runs in the forking thread in the
+  /// parent, after every handler (no entry is held), once fork() has made
+  /// the child (or, for forksafe's own forks that gave up, instead of
+  /// fork()); it must not fork (that fork would run no handlers) and should
+  /// not throw (an exception is ignored). Waits for a fork in progress;
+  /// throws std::logic_error when called from inside a fork handler. Keep the
+  /// code of the callback loaded while it is installed. Throws std::bad_alloc.
+  void on_slow_fork(std::function<void(const fork_report&)> callback, std::chrono::milliseconds threshold) {
+    detail::registry_state& r = detail::registry();
+    const std::uint32_t me = detail::this_thread_id();
+    if (r.fork_lock.owner() == me) {
+      throw std::logic_error("forksafe::atfork_registry::on_slow_fork: called from inside a fork handler");
+    }
+    detail::report_callback* fresh = callback ? new detail::report_callback{std::move(callback)} : nullptr;
+    r.fork_lock.lock(me);
+    auto* old = static_cast<detail::report_callback*>(r.callback_context);
+    r.callback = fresh != nullptr ? &detail::report_callback::run : nullptr;
+    r.callback_context = fresh;
+    r.callback_threshold_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(threshold).count();
+    r.fork_lock.unlock();
+    delete old;
+  }
 
 private:
-  friend class atfork_handle;
-
-  atfork_registry() noexcept {
-    head_.next = head_.prev = &head_;
-    ::pthread_atfork(&on_prepare, &on_parent, &on_child);
-  }
-
-  void link(detail::atfork_entry* e) noexcept {
-    e->prev = head_.prev;
-    e->next = &head_;
-    head_.prev->next = e;
-    head_.prev = e;
-    live_.fetch_add(1, std::memory_order_relaxed);
-  }
-
-  static void unlink(detail::atfork_entry* e) noexcept {
-    e->prev->next = e->next;
-    e->next->prev = e->prev;
-  }
-
-  void remove(detail::atfork_entry* e) noexcept {
-    live_.fetch_sub(1, std::memory_order_relaxed);
-    if (forking_thread_) {
-      // Unlinked when the fork ends. An entry whose prepare already ran in
-      // this pass still gets its parent/child call; one not yet reached never
-      // runs.
-      e->removed = true;
-      e->unprepared = !e->added_during_fork && !prepared_in_this_pass(e);
-      changed_in_fork_ = true;
-      return;
-    }
-    lock_.lock(detail::this_thread_id());
-    unlink(e);
-    lock_.unlock();
-    delete e;
-  }
-
-  // Called on the forking thread only. During a prepare pass the entries
-  // from cursor_ (whose prepare is running) to the newest are prepared; once
-  // the pass has succeeded (cursor_ == nullptr) all of them are.
-  bool prepared_in_this_pass(const detail::atfork_entry* e) const noexcept {
-    if (cursor_ == nullptr) return !e->unprepared;
-    for (const detail::atfork_entry* p = cursor_; p != &head_; p = p->next) {
-      if (p == e) return true;
-    }
-    return false;
-  }
-
-  static bool takes_part(const detail::atfork_entry* e) noexcept {
-    return !e->unprepared && !e->added_during_fork;
-  }
-
-  // Runs `fn` and ends the process if it throws: unwinding through fork() is undefined.
-  template <class Fn>
-  static auto call(Fn& fn, const char* which) noexcept {
-    try {
-      return fn();
-    } catch (const std::exception& ex) {
-      std::fprintf(stderr, "forksafe::atfork_registry: a %s fork handler threw: %s; calling std::terminate\n",
-                   which, ex.what());
-    } catch (...) {
-      std::fprintf(stderr, "forksafe::atfork_registry: a %s fork handler threw; calling std::terminate\n", which);
-    }
-    std::terminate();
-  }
-
-  // One prepare pass, newest first. On a refusal, undoes what it prepared
-  // (parent handlers, in reverse order of preparation) and returns false.
-  bool prepare_pass() noexcept {
-    for (detail::atfork_entry* e = head_.prev; e != &head_; e = e->prev) {
-      if (e->removed || e->added_during_fork) continue;
-      cursor_ = e;
-      if (!call(e->prepare, "prepare")) {
-        for (detail::atfork_entry* p = e->next; p != &head_; p = p->next) {
-          if (takes_part(p) && p->parent) call(p->parent, "parent");
-        }
-        cursor_ = nullptr;
-        return false;
-      }
-    }
-    cursor_ = nullptr;
-    return true;
-  }
-
-  // Drops entries removed from inside handlers; when the fork is over, also
-  // admits entries added there. Writes entries only if a handler changed any.
-  void settle(bool fork_over) noexcept {
-    if (!changed_in_fork_) return;
-    bool still_flagged = false;
-    for (detail::atfork_entry* e = head_.next; e != &head_;) {
-      detail::atfork_entry* next = e->next;
-      if (e->removed) {
-        unlink(e);
-        delete e;
-      } else if (e->added_during_fork) {
-        if (fork_over) {
-          e->added_during_fork = false;
-        } else {
-          still_flagged = true;
-        }
-      }
-      e = next;
-    }
-    changed_in_fork_ = still_flagged;
-  }
-
-  static void back_off(unsigned attempt) noexcept {
-    if (attempt < 8) {
-      ::sched_yield();
-      return;
-    }
-    // 1 µs doubling to 1 ms: long enough for a holder to finish its critical section.
-    const unsigned shift = attempt - 8 < 10 ? attempt - 8 : 10;
-    const timespec ts{0, 1000L << shift};
-    ::nanosleep(&ts, nullptr);
-  }
-
-  static void on_prepare() noexcept {
-    const int saved = errno;
-    atfork_registry& r = instance();
-    for (unsigned attempt = 0;; ++attempt) {
-      r.lock_.lock(detail::this_thread_id());
-      r.forking_thread_ = true;
-      if (r.prepare_pass()) break; // lock_ stays held until the parent or child handler
-      r.settle(false);
-      r.forking_thread_ = false;
-      r.lock_.unlock();
-      back_off(attempt);
-    }
-    errno = saved;
-  }
-
-  static void on_parent() noexcept {
-    const int saved = errno; // fork's own errno when fork() failed
-    atfork_registry& r = instance();
-    r.run_after_fork(&detail::atfork_entry::parent, "parent");
-    r.lock_.unlock();
-    errno = saved;
-  }
-
-  static void on_child() noexcept {
-    const int saved = errno;
-    detail::fork_generation_.fetch_add(1, std::memory_order_relaxed);
-    detail::record_fork_survivor();
-    atfork_registry& r = instance();
-    r.run_after_fork(&detail::atfork_entry::child, "child");
-    r.lock_.reset_in_child(); // threads that waited on it are gone
-    errno = saved;
-  }
-
-  void run_after_fork(std::function<void()> detail::atfork_entry::*which, const char* name) noexcept {
-    for (detail::atfork_entry* e = head_.next; e != &head_; e = e->next) {
-      if (takes_part(e) && e->*which) call(e->*which, name);
-    }
-    settle(true);
-    forking_thread_ = false;
-  }
-
-  detail::owner_lock lock_;
-  detail::atfork_entry head_; // sentinel of the circular list, oldest first
-  std::atomic<std::size_t> live_{0};
-  detail::atfork_entry* cursor_ = nullptr; // the entry whose prepare runs (forking thread only)
-  bool changed_in_fork_ = false;           // a handler added or removed an entry (forking thread only)
-  // True while the thread holding lock_ runs handlers. Read unlocked only by
-  // the thread that may be that thread; written only under lock_.
-  static inline thread_local bool forking_thread_ = false;
+  atfork_registry() = default;
 };
-
-inline void atfork_handle::reset() noexcept {
-  if (entry_ != nullptr) atfork_registry::instance().remove(std::exchange(entry_, nullptr));
-}
 
 namespace detail {
 // Installs the registry while the program starts, in every program that
 // includes this header, so fork_generation() counts from the first fork.
-inline const bool registry_installed_ = (atfork_registry::instance(), true);
+FORKSAFE_HIDDEN inline const bool registry_installed_ = (registry(), true);
 } // namespace detail
 
 } // namespace forksafe

@@ -15,9 +15,9 @@
 //
 // | policy  | at fork()                                  | in the child                         | guarded data in the child |
 // |---------|--------------------------------------------|--------------------------------------|---------------------------|
-// | quiesce | the forking thread takes every live quiesce| unlocked                             | consistent: no critical   |
-// |(default)| lock first; released after fork in parent  |                                      | section was in progress   |
-// |         | and child                                  |                                      |                           |
+// | quiesce | the forking thread takes every live quiesce| unlocked (poisoned if the fork's     | consistent: no critical   |
+// |(default)| lock first; released after fork in parent  | prepare timed out while another      | section was in progress   |
+// |         | and child                                  | thread held it)                      |                           |
 // | reset   | nothing                                    | behaves as unlocked (lazily, O(1))   | may be mid-update         |
 // | poison  | nothing                                    | lock()/try_lock() throw fork_poisoned| the child decides         |
 // |         |                                            | until clear_poison(); parent as ever |                           |
@@ -27,17 +27,24 @@
 // simply unlocked. For the shared mutex the table holds for writers and
 // readers alike: readers that vanished with the fork never block the child.
 //
-// Choosing: quiesce when the child uses the guarded data (the seed's fix,
-// built in; costs the fork a try_lock per live quiesce lock, measured at
-// ~15-20 ns each (README), and delays a fork, without limit, until a moment
-// when no other thread holds a quiesce lock). reset when the child never
-// trusts the data, or re-initialises it, and forks must not wait. poison
-// when the child should find out and decide.
+// Choosing: quiesce when the child uses the guarded data (the fix of the
+// first article that motivates forksafe, built in; costs the fork a try_lock
+// per live quiesce lock, ~15-20 ns each (docs/benchmarks.md), and delays a
+// fork until a moment when no other thread holds a quiesce lock, for at most
+// the registry's prepare timeout). reset when the child never trusts the
+// data, or re-initialises it, and forks must not wait. poison when the child
+// should find out and decide.
 //
-// quiesce caveat: a thread that forks while holding quiesce lock A, while
-// another thread holds quiesce lock B and waits for A, stalls forever in
-// fork() (the fork keeps retrying for B, which is never released). Do not
-// fork while holding a quiesce lock that such a thread may wait for.
+// What a fork waits for (quiesce): the end of every critical section in
+// progress on another thread; threads that hold no quiesce lock wait at the
+// fork's gate meanwhile, and are let through if the fork has seen no lock
+// released for 100 ms (a cycle through a lock forksafe cannot see). When no
+// moment comes within the prepare timeout (a thread walking hand over hand
+// round a ring of quiesce locks never holds none; a holder blocked for ever
+// on something else; a thread that forks holding quiesce lock A while
+// another holds B and waits for A), fork() goes on: the locks still held
+// are poisoned in the child (lock() and try_lock() throw fork_poisoned there
+// until clear_poison()), and a line on stderr says so.
 //
 // Built on one atomic word holding the owner's thread id (never on
 // pthread_mutex_t, whose unlock in a child is undefined for owner-checked
@@ -52,8 +59,8 @@
 #include "atfork_registry.hpp"
 #include "detail/config.hpp"
 #include "detail/owner_lock.hpp"
+#include "detail/process_hub.hpp"
 #include "detail/quiesce_domain.hpp"
-#include "detail/thread_identity.hpp"
 
 #include <atomic>       // reader count, generation stamp
 #include <cerrno>       // ENOLCK
@@ -75,7 +82,8 @@ enum class fork_policy {
 
 /// Thrown in a forked child by lock(), try_lock() (and the shared forms) of a
 /// poison-policy mutex that a thread which did not survive the fork held,
-/// until clear_poison(). code() is std::errc::owner_dead. Never thrown in the
+/// or of a quiesce mutex a fork whose prepare timed out could not take, until
+/// clear_poison(). code() is std::errc::owner_dead. Never thrown in the
 /// process where that thread lives.
 class fork_poisoned : public std::system_error {
 public:
@@ -94,15 +102,13 @@ struct empty_part {}; // distinct types, so [[no_unique_address]] members can sh
 template <fork_policy P>
 struct vanished_owner_hook {
   contended_action operator()(std::uint32_t owner) const {
-    if constexpr (P == fork_policy::quiesce) {
-      return quiesce_hook{}(owner);
-    } else {
-      if (!thread_vanished(owner)) return contended_action::wait;
-      if constexpr (P == fork_policy::poison) throw fork_poisoned();
-      return contended_action::take_over;
-    }
+    if (!thread_vanished(owner)) return contended_action::wait;
+    if constexpr (P == fork_policy::poison) throw fork_poisoned();
+    return contended_action::take_over;
   }
 };
+template <>
+struct vanished_owner_hook<fork_policy::quiesce> : quiesce_hook<fork_poisoned> {};
 } // namespace detail
 
 /// An exclusive mutex that a forked child never hangs on; P chooses what the
@@ -122,7 +128,7 @@ struct vanished_owner_hook {
 ///
 /// Cost: sizeof is 32 bytes for quiesce, 4 for reset and poison (std::mutex:
 /// 40). Uncontended lock+unlock is two atomic RMWs, like std::mutex, inlined;
-/// quiesce adds a relaxed load of the fork gate and a thread-local counter.
+/// quiesce adds a relaxed load of the fork gate and a per-thread counter.
 /// Constructing a quiesce mutex links it into a list under a short lock;
 /// reset and poison mutexes are constexpr-constructible and cost nothing.
 template <fork_policy P = fork_policy::quiesce>
@@ -141,7 +147,7 @@ public:
     requires quiesce
   {
     node_.ops = &quiesce_ops;
-    detail::quiesce_domain::instance().link(node_);
+    detail::link_quiesce(node_);
   }
   constexpr basic_fork_safe_mutex() noexcept
     requires(!quiesce)
@@ -150,33 +156,36 @@ public:
   /// Requires: not locked. A quiesce mutex unlinks itself (it may wait for a
   /// fork in progress to finish).
   ~basic_fork_safe_mutex() {
-    if constexpr (quiesce) detail::quiesce_domain::instance().unlink(node_);
+    if constexpr (quiesce) detail::unlink_quiesce(node_);
   }
 
   basic_fork_safe_mutex(const basic_fork_safe_mutex&) = delete; // a mutex has identity
   basic_fork_safe_mutex& operator=(const basic_fork_safe_mutex&) = delete;
 
   /// Blocks until the lock is acquired, with no limit. quiesce: while a fork
-  /// is being prepared, a thread that holds no quiesce lock first waits (at
-  /// most 10 ms) for it to finish, and a lock taken for the fork in progress
-  /// is waited for until that fork ends. reset: in a child, a lock a vanished
-  /// thread held is taken over. poison: throws fork_poisoned in a child if a
-  /// vanished thread held the lock (quiesce and reset never throw).
-  void lock() noexcept(!(P == fork_policy::poison)) {
-    const std::uint32_t me = detail::this_thread_id();
+  /// is being prepared, a thread that holds no quiesce lock first waits for
+  /// it (see the top of this header), and a lock taken for the fork in
+  /// progress is waited for until that fork ends; in a child, throws
+  /// fork_poisoned if a fork whose prepare timed out could not take it.
+  /// reset: in a child, a lock a vanished thread held is taken over (never
+  /// throws). poison: throws fork_poisoned in a child if a vanished thread
+  /// held the lock.
+  void lock() noexcept(P == fork_policy::reset) {
+    detail::thread_record& me = detail::this_thread();
     if constexpr (quiesce) detail::pass_gate();
-    lock_.lock(me, detail::vanished_owner_hook<P>{});
-    if constexpr (quiesce) ++detail::quiesce_depth_;
+    lock_.lock(me.id, detail::vanished_owner_hook<P>{});
+    if constexpr (quiesce) ++me.quiesce_depth;
   }
 
   /// Acquires the lock if it is free, without blocking (quiesce: not even at
   /// the fork gate; a lock taken for a fork in progress is busy). False if
   /// held, also by the calling thread. In a child, a lock held by a vanished
-  /// thread is free for reset, and throws fork_poisoned for poison.
-  [[nodiscard]] bool try_lock() noexcept(!(P == fork_policy::poison)) {
-    const std::uint32_t me = detail::this_thread_id();
-    if (FORKSAFE_LIKELY(lock_.try_lock(me)) || take_over_if_free(me)) {
-      if constexpr (quiesce) ++detail::quiesce_depth_;
+  /// thread is free for reset, and throws fork_poisoned for poison (and for
+  /// quiesce, as lock() does).
+  [[nodiscard]] bool try_lock() noexcept(P == fork_policy::reset) {
+    detail::thread_record& me = detail::this_thread();
+    if (FORKSAFE_LIKELY(lock_.try_lock(me.id)) || take_over_if_free(me.id)) {
+      if constexpr (quiesce) ++me.quiesce_depth;
       return true;
     }
     return false;
@@ -184,27 +193,30 @@ public:
 
   /// Requires: the calling thread holds the lock.
   void unlock() noexcept {
-    if constexpr (quiesce) --detail::quiesce_depth_;
+    if constexpr (quiesce) --detail::this_thread().quiesce_depth;
     lock_.unlock();
   }
 
-  /// poison only: true in a child while a thread that did not survive the
-  /// fork holds the lock (best effort: racy against clear_poison()).
+  /// poison and quiesce: true in a child while the lock is poisoned (see
+  /// lock()) until clear_poison(). Best effort: racy against clear_poison().
   [[nodiscard]] bool poisoned() const noexcept
-    requires(P == fork_policy::poison)
+    requires(P != fork_policy::reset)
   {
     const std::uint32_t owner = lock_.owner();
-    return owner != 0 && detail::thread_vanished(owner);
+    if constexpr (quiesce) {
+      return owner == detail::poisoned_owner;
+    } else {
+      return owner != 0 && detail::thread_vanished(owner);
+    }
   }
 
-  /// poison only: declares the guarded data repaired; the mutex becomes
-  /// unlocked (waking one waiter) if a vanished thread held it. Harmless
-  /// when not poisoned.
+  /// poison and quiesce: declares the guarded data repaired; the mutex
+  /// becomes unlocked (waking one waiter) if it was poisoned. Harmless when
+  /// not poisoned.
   void clear_poison() noexcept
-    requires(P == fork_policy::poison)
+    requires(P != fork_policy::reset)
   {
-    const std::uint32_t owner = lock_.owner();
-    if (owner != 0 && detail::thread_vanished(owner)) lock_.release_if_owner(owner);
+    if (poisoned()) lock_.release_if_owner(lock_.owner());
   }
 
 private:
@@ -214,6 +226,7 @@ private:
     const std::uint32_t owner = lock_.owner();
     if (owner == 0) return false;
     if constexpr (quiesce) {
+      if (FORKSAFE_UNLIKELY(owner == detail::poisoned_owner)) throw fork_poisoned();
       return detail::stale_fork_tag(owner) && lock_.take_over(owner, me);
     } else {
       return detail::vanished_owner_hook<P>{}(owner) == detail::contended_action::take_over &&
@@ -223,27 +236,44 @@ private:
 
   // The quiesce list's view of this mutex (node_ is the first member of a
   // standard-layout class, so the node's address is the mutex's).
-  static bool quiesce_ops(detail::quiesce_node& n, detail::quiesce_op op) noexcept {
+  static std::int64_t quiesce_ops(detail::quiesce_node& n, detail::quiesce_op op, std::int64_t arg) noexcept {
     static_assert(std::is_standard_layout_v<basic_fork_safe_mutex>);
     auto& m = reinterpret_cast<basic_fork_safe_mutex&>(n);
-    const std::uint32_t tag = detail::quiesce_domain::current_tag();
+    const std::uint32_t tag = detail::current_tag();
     const std::uint32_t owner = m.lock_.owner();
     switch (op) {
     case detail::quiesce_op::try_take:
-      if (owner == detail::this_thread_id()) return true; // the forking thread's own: skip
-      if (owner == 0) return m.lock_.try_lock(tag, std::memory_order_acq_rel); // release: after the gate closed
-      return detail::stale_fork_tag(owner) && m.lock_.replace_owner(owner, tag);
+      if (owner == detail::this_thread_id()) return 1; // the forking thread's own: skip
+      if (owner == 0) return m.lock_.try_lock(tag, std::memory_order_acq_rel) ? 1 : 0; // after the gate closed
+      return detail::stale_fork_tag(owner) && m.lock_.replace_owner(owner, tag) ? 1 : 0;
     case detail::quiesce_op::give_back:
       if (owner == tag) m.lock_.unlock();
-      return true;
+      return 1;
+    case detail::quiesce_op::wait_free:
+      if (owner != 0 && !detail::stale_fork_tag(owner)) m.lock_.wait_while(m.lock_.word(), arg);
+      return 1;
+    case detail::quiesce_op::holder: return owner;
+    case detail::quiesce_op::mark_busy:
+      m.fork_mark_ = 1;
+      return 1;
     case detail::quiesce_op::fix_child:
-      return true;
+      if (m.fork_mark_ != 0) {
+        m.fork_mark_ = 0;
+        // Its holder vanished mid-update: poisoned, unless it is the survivor's.
+        if (owner != detail::this_thread_id()) m.lock_.force_owner_in_child(detail::poisoned_owner);
+      }
+      return 1;
+    case detail::quiesce_op::fix_parent:
+      if (m.fork_mark_ != 0) m.fork_mark_ = 0;
+      return 1;
     }
-    return true;
+    return 1;
   }
 
   [[no_unique_address]] std::conditional_t<quiesce, detail::quiesce_node, detail::empty_part<0>> node_{};
   detail::owner_lock lock_;
+  // quiesce: 1 while a fork whose prepare timed out goes on without it.
+  [[no_unique_address]] std::conditional_t<quiesce, unsigned char, detail::empty_part<1>> fork_mark_{};
 };
 
 /// The drop-in replacement for std::mutex: the quiesce policy.
@@ -286,7 +316,7 @@ public:
   basic_fork_safe_shared_mutex() noexcept {
     if constexpr (quiesce) {
       node_.ops = &quiesce_ops;
-      detail::quiesce_domain::instance().link(node_);
+      detail::link_quiesce(node_);
     } else {
       generation_.store(static_cast<std::uint32_t>(fork_generation()), std::memory_order_relaxed);
     }
@@ -294,7 +324,7 @@ public:
   /// Requires: not locked, in either mode. A quiesce mutex unlinks itself (it
   /// may wait for a fork in progress to finish).
   ~basic_fork_safe_shared_mutex() {
-    if constexpr (quiesce) detail::quiesce_domain::instance().unlink(node_);
+    if constexpr (quiesce) detail::unlink_quiesce(node_);
   }
   basic_fork_safe_shared_mutex(const basic_fork_safe_shared_mutex&) = delete; // identity
   basic_fork_safe_shared_mutex& operator=(const basic_fork_safe_shared_mutex&) = delete;
@@ -304,36 +334,37 @@ public:
   /// the fork gate first, as basic_fork_safe_mutex::lock(). reset: in a
   /// child, locks that vanished threads held were dropped. poison: throws
   /// fork_poisoned in a child if a vanished thread held it, as writer or
-  /// reader, until clear_poison(); the other policies never throw.
+  /// reader, until clear_poison(); quiesce: fork_poisoned in a child as
+  /// basic_fork_safe_mutex::lock(); reset never throws.
   void lock() {
-    const std::uint32_t me = enter();
+    detail::thread_record& me = enter();
     if constexpr (quiesce) {
-      writer_.lock(me, detail::quiesce_hook{});
+      writer_.lock(me.id, detail::quiesce_hook<fork_poisoned>{});
     } else {
-      writer_.lock(me); // vanished owners were dealt with on entry (repair_if_forked)
+      writer_.lock(me.id); // vanished owners were dealt with on entry (repair_if_forked)
     }
     std::atomic_thread_fence(std::memory_order_seq_cst); // pairs with a reader's increment-then-check
     drain_readers();
-    if constexpr (quiesce) ++detail::quiesce_depth_;
+    if constexpr (quiesce) ++me.quiesce_depth;
   }
 
   /// Takes the exclusive lock if no writer and no reader holds it (quiesce:
   /// a lock taken for a fork in progress is busy), without blocking or
   /// waiting at the fork gate. poison: throws fork_poisoned as lock() does.
   [[nodiscard]] bool try_lock() {
-    const std::uint32_t me = try_enter();
-    if (!writer_.try_lock(me, std::memory_order_seq_cst) && !take_stale_writer(me)) return false;
+    detail::thread_record& me = try_enter();
+    if (!writer_.try_lock(me.id, std::memory_order_seq_cst) && !take_stale_writer(me.id)) return false;
     if ((readers_.load(std::memory_order_seq_cst) & count_mask) != 0) {
       writer_.unlock_all();
       return false;
     }
-    if constexpr (quiesce) ++detail::quiesce_depth_;
+    if constexpr (quiesce) ++me.quiesce_depth;
     return true;
   }
 
   /// Requires: the calling thread holds the exclusive lock.
   void unlock() noexcept {
-    if constexpr (quiesce) --detail::quiesce_depth_;
+    if constexpr (quiesce) --detail::this_thread().quiesce_depth;
     writer_.unlock_all(); // readers wait on the writer word too
   }
 
@@ -363,6 +394,7 @@ public:
     reserve_hold();
     if constexpr (quiesce) {
       const std::uint32_t owner = writer_.owner();
+      if (FORKSAFE_UNLIKELY(owner == detail::poisoned_owner)) throw fork_poisoned();
       if (detail::stale_fork_tag(owner)) writer_.release_if_owner(owner, INT_MAX);
     }
     if (writer_.word(std::memory_order_seq_cst) != 0 || !try_add_reader()) return false;
@@ -373,53 +405,63 @@ public:
   /// Requires: the calling thread holds a shared lock it took itself.
   void unlock_shared() noexcept {
     forget_hold();
-    if constexpr (quiesce) --detail::quiesce_depth_;
+    if constexpr (quiesce) --detail::this_thread().quiesce_depth;
     remove_reader();
   }
 
-  /// poison only: true in a child when a thread that did not survive the fork
-  /// held it, as writer or reader, until clear_poison().
+  /// poison and quiesce: true in a child while it is poisoned (poison: a
+  /// thread that did not survive the fork held it, as writer or reader;
+  /// quiesce: see lock()), until clear_poison().
   [[nodiscard]] bool poisoned() const noexcept
-    requires(P == fork_policy::poison)
+    requires(P != fork_policy::reset)
   {
-    const_cast<basic_fork_safe_shared_mutex*>(this)->repair_if_forked();
-    return poisoned_.load(std::memory_order_relaxed);
+    if constexpr (quiesce) {
+      return writer_.owner() == detail::poisoned_owner;
+    } else {
+      const_cast<basic_fork_safe_shared_mutex*>(this)->repair_if_forked();
+      return poisoned_.load(std::memory_order_relaxed);
+    }
   }
 
-  /// poison only: declares the guarded data repaired; locks that vanished
-  /// threads held are dropped. Harmless when not poisoned.
+  /// poison and quiesce: declares the guarded data repaired; locks that
+  /// vanished threads held are dropped. Harmless when not poisoned.
   void clear_poison() noexcept
-    requires(P == fork_policy::poison)
+    requires(P != fork_policy::reset)
   {
-    repair_if_forked();
-    if (!poisoned_.load(std::memory_order_relaxed)) return;
-    drop_vanished_holders();
-    poisoned_.store(false, std::memory_order_relaxed);
+    if constexpr (quiesce) {
+      writer_.release_if_owner(detail::poisoned_owner, INT_MAX);
+    } else {
+      repair_if_forked();
+      if (!poisoned_.load(std::memory_order_relaxed)) return;
+      drop_vanished_holders();
+      poisoned_.store(false, std::memory_order_relaxed);
+    }
   }
 
 private:
-  // Common entry of every lock call; returns this thread's id.
-  std::uint32_t enter() {
+  // Common entry of every lock call; returns this thread's record.
+  detail::thread_record& enter() {
     if constexpr (quiesce) detail::pass_gate();
     return try_enter();
   }
-  std::uint32_t try_enter() {
+  detail::thread_record& try_enter() {
     if constexpr (!quiesce) {
       repair_if_forked();
       if constexpr (P == fork_policy::poison) {
         if (FORKSAFE_UNLIKELY(poisoned_.load(std::memory_order_relaxed))) throw fork_poisoned();
       }
     }
-    return detail::this_thread_id();
+    return detail::this_thread();
   }
 
   // A reader found the writer word taken.
-  void wait_for_writer(std::uint32_t w) noexcept {
+  void wait_for_writer(std::uint32_t w) {
     if constexpr (quiesce) {
       const std::uint32_t owner = w >> 1;
+      if (FORKSAFE_UNLIKELY(owner == detail::poisoned_owner)) throw fork_poisoned();
       if (detail::is_fork_tag(owner)) {
         // Waits for the fork in progress to end, or frees a stale tag.
-        if (detail::quiesce_hook{}(owner) == detail::contended_action::take_over) {
+        if (detail::quiesce_hook<fork_poisoned>{}(owner) == detail::contended_action::take_over) {
           writer_.release_if_owner(owner, INT_MAX);
         }
         return;
@@ -465,18 +507,18 @@ private:
   }
 
   static void reserve_hold() {
-    if (detail::shared_holds_.count == detail::shared_holds::capacity) {
+    if (detail::this_thread().holds.count == detail::shared_holds::capacity) {
       throw std::system_error(ENOLCK, std::generic_category(),
                               "forksafe: a thread may hold at most 32 fork-safe shared locks at once");
     }
   }
   void record_hold() noexcept {
-    auto& h = detail::shared_holds_;
-    h.held[h.count++] = this;
-    if constexpr (quiesce) ++detail::quiesce_depth_;
+    detail::thread_record& me = detail::this_thread();
+    me.holds.held[me.holds.count++] = this;
+    if constexpr (quiesce) ++me.quiesce_depth;
   }
   void forget_hold() noexcept {
-    auto& h = detail::shared_holds_;
+    auto& h = detail::this_thread().holds;
     for (std::uint32_t i = h.count; i-- > 0;) {
       if (h.held[i] == this) {
         h.held[i] = h.held[--h.count];
@@ -511,7 +553,7 @@ private:
   }
 
   std::uint32_t survivor_reads() const noexcept {
-    const detail::shared_holds* h = detail::survivor_holds.load(std::memory_order_relaxed);
+    const detail::shared_holds* h = detail::hub().survivor_holds.load(std::memory_order_relaxed);
     return h != nullptr ? h->holds_of(this) : 0;
   }
   bool vanished_holders() const noexcept {
@@ -530,16 +572,16 @@ private:
   // A writer that waits for the forking thread's read locks to drain has not
   // entered either: then the writer word keeps its (parent-side) owner, and
   // the child, where that writer does not exist, repairs it in fix_child.
-  static bool quiesce_ops(detail::quiesce_node& n, detail::quiesce_op op) noexcept {
+  static std::int64_t quiesce_ops(detail::quiesce_node& n, detail::quiesce_op op, std::int64_t arg) noexcept {
     static_assert(std::is_standard_layout_v<basic_fork_safe_shared_mutex>);
     auto& m = reinterpret_cast<basic_fork_safe_shared_mutex&>(n);
-    const std::uint32_t tag = detail::quiesce_domain::current_tag();
+    const std::uint32_t tag = detail::current_tag();
     switch (op) {
     case detail::quiesce_op::try_take: {
       if (m.taken_for_fork_ != 0) m.taken_for_fork_ = 0;
       const std::uint32_t owner = m.writer_.owner();
-      if (owner == detail::this_thread_id()) return true; // the forking thread writes: skip
-      const std::uint32_t mine = detail::shared_holds_.holds_of(&m);
+      if (owner == detail::this_thread_id()) return 1; // the forking thread writes: skip
+      const std::uint32_t mine = detail::this_thread().holds.holds_of(&m);
       const bool taken = owner == 0 ? m.writer_.try_lock(tag, std::memory_order_seq_cst)
                                     : detail::stale_fork_tag(owner) && m.writer_.replace_owner(owner, tag);
       if (taken) {
@@ -548,41 +590,81 @@ private:
           // A reader may still increment, see the tag and step back; if
           // fork() falls between its two steps, the child has a count
           // for a thread that does not exist there: fix_child drops it.
-          m.taken_for_fork_ = 2;
-          detail::quiesce_domain::instance().needs_child_fix();
-          return true;
+          m.taken_for_fork_ = taken_by_tag;
+          detail::needs_fix_in_child();
+          return 1;
         }
         m.writer_.unlock_all();
-        return false;
+        return 0;
       }
       if (mine != 0 && !detail::is_fork_tag(owner) &&
           (m.readers_.load(std::memory_order_seq_cst) & count_mask) == mine) {
-        m.taken_for_fork_ = 1; // a writer waits on our read locks
-        detail::quiesce_domain::instance().needs_child_fix();
-        return true;
+        m.taken_for_fork_ = writer_waits_on_us; // a writer waits on our read locks
+        detail::needs_fix_in_child();
+        return 1;
       }
-      return false;
+      return 0;
     }
     case detail::quiesce_op::give_back:
       if (m.writer_.owner() == tag) m.writer_.unlock_all();
       if (m.taken_for_fork_ != 0) m.taken_for_fork_ = 0;
-      return true;
-    case detail::quiesce_op::fix_child:
-      if (m.taken_for_fork_ == 1) {
-        m.taken_for_fork_ = 0;
+      return 1;
+    case detail::quiesce_op::wait_free: {
+      const std::uint32_t w = m.writer_.word(std::memory_order_seq_cst);
+      const std::uint32_t owner = w >> 1;
+      if (owner != 0 && !detail::stale_fork_tag(owner) && owner != detail::this_thread_id()) {
+        m.writer_.wait_while(w, arg);
+        return 1;
+      }
+      // Readers: ask the last one out to wake us (the writer_waits flag),
+      // and sleep on the count.
+      std::uint32_t r = m.readers_.load(std::memory_order_seq_cst);
+      if ((r & count_mask) <= detail::this_thread().holds.holds_of(&m)) return 1;
+      if ((r & writer_waits) == 0 && !m.readers_.compare_exchange_strong(r, r | writer_waits)) return 1;
+      const std::int64_t left = arg - detail::steady_ns();
+      if (left > 0) {
+        const timespec ts = detail::to_timespec(std::chrono::nanoseconds(left));
+        detail::futex_wait(m.readers_, r | writer_waits, &ts);
+      }
+      return 1;
+    }
+    case detail::quiesce_op::holder: {
+      const std::uint32_t owner = m.writer_.owner();
+      return owner != 0 ? std::int64_t{owner}
+                        : -static_cast<std::int64_t>(m.readers_.load(std::memory_order_relaxed) & count_mask);
+    }
+    case detail::quiesce_op::mark_busy:
+      m.taken_for_fork_ = left_out;
+      return 1;
+    case detail::quiesce_op::fix_child: {
+      const std::uint32_t mine = detail::this_thread().holds.holds_of(&m);
+      if (m.taken_for_fork_ == writer_waits_on_us) {
         m.writer_.reset_in_child(); // the waiting writer did not survive
-        m.readers_.store(detail::shared_holds_.holds_of(&m), std::memory_order_relaxed);
-      } else if (m.taken_for_fork_ == 2) {
+        m.readers_.store(mine, std::memory_order_relaxed);
+      } else if (m.taken_for_fork_ == taken_by_tag) {
         // Taken under the tag: the only read locks are the forking thread's.
         // Written only when a vanished reader's step is in the count, so
         // the usual child does not copy this page.
-        const std::uint32_t mine = detail::shared_holds_.holds_of(&m);
         if (m.readers_.load(std::memory_order_relaxed) != mine) m.readers_.store(mine, std::memory_order_relaxed);
+      } else if (m.taken_for_fork_ == left_out && m.writer_.owner() != detail::this_thread_id()) {
+        // Held by threads that vanished mid-update: poisoned.
+        m.writer_.force_owner_in_child(detail::poisoned_owner);
+        m.readers_.store(mine, std::memory_order_relaxed);
       }
-      return true;
+      if (m.taken_for_fork_ != 0) m.taken_for_fork_ = 0;
+      return 1;
     }
-    return true;
+    case detail::quiesce_op::fix_parent:
+      if (m.taken_for_fork_ == left_out) m.taken_for_fork_ = 0;
+      return 1;
+    }
+    return 1;
   }
+
+  // taken_for_fork_ (quiesce): what the fork being prepared did with it.
+  static constexpr unsigned char taken_by_tag = 2;       // the writer word holds the fork tag
+  static constexpr unsigned char writer_waits_on_us = 1; // a writer waits for the forking thread's reads
+  static constexpr unsigned char left_out = 4;           // a fork whose prepare timed out could not take it
 
   [[no_unique_address]] std::conditional_t<quiesce, detail::quiesce_node, detail::empty_part<0>> node_{};
   detail::owner_lock writer_;                       // a writer, or a writer waiting for readers to drain

@@ -31,6 +31,15 @@
 #define FORKSAFE_PROCESS_UNIQUE
 #endif
 
+// State each shared object keeps for itself (its slot for the process hub,
+// caches): hidden, so it is never merged across objects nor made
+// STB_GNU_UNIQUE (which would keep the object from being unloaded).
+#if defined(__GNUC__) || defined(__clang__)
+#define FORKSAFE_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define FORKSAFE_HIDDEN
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #define FORKSAFE_LIKELY(x) __builtin_expect(!!(x), 1)
 #define FORKSAFE_UNLIKELY(x) __builtin_expect(!!(x), 0)

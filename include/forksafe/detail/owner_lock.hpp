@@ -4,8 +4,8 @@
 // and the registry. One 32-bit atomic: 0 when free, otherwise the owner's
 // thread id shifted left by one, with bit 0 set when a thread may be waiting.
 // Knowing the owner costs nothing extra and lets a forked child tell a lock
-// held by a thread that did not survive (thread_identity.hpp) from one held
-// by itself. Waiting uses futexes, never pthread_mutex_t, whose unlock in a
+// held by a thread that did not survive (process_hub.hpp) from one held by
+// itself. Waiting uses futexes, never pthread_mutex_t, whose unlock in a
 // child is undefined for owner-checked kinds.
 
 #ifndef FORKSAFE_DETAIL_OWNER_LOCK_HPP
@@ -13,9 +13,9 @@
 
 #include "config.hpp"
 #include "futex.hpp"
-#include "thread_identity.hpp"
 
 #include <atomic>  // the lock word
+#include <chrono>  // timed waits
 #include <climits> // INT_MAX
 #include <cstdint> // std::uint32_t
 
@@ -80,13 +80,31 @@ public:
   /// Blocks while the word still equals `observed` (non-zero), after marking
   /// that a thread waits. For threads that wait for the lock to be free
   /// without taking it (readers of a shared mutex); unlock_all() wakes them.
-  void wait_while(std::uint32_t observed) noexcept {
+  void wait_while(std::uint32_t observed) noexcept { wait_while(observed, -1); }
+
+  /// As wait_while(observed), for at most until `deadline_ns` (steady_clock
+  /// nanoseconds since its epoch; negative: no limit).
+  void wait_while(std::uint32_t observed, std::int64_t deadline_ns) noexcept {
+    if (observed == 0) return;
     if ((observed & waiters_bit) == 0 &&
         !word_.compare_exchange_strong(observed, observed | waiters_bit, std::memory_order_relaxed)) {
       return; // the word changed: look again
     }
-    futex_wait(word_, observed | waiters_bit);
+    if (deadline_ns < 0) {
+      futex_wait(word_, observed | waiters_bit);
+      return;
+    }
+    const std::int64_t left = deadline_ns - std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                std::chrono::steady_clock::now().time_since_epoch())
+                                                .count();
+    if (left <= 0) return;
+    const timespec ts = to_timespec(std::chrono::nanoseconds(left));
+    futex_wait(word_, observed | waiters_bit, &ts);
   }
+
+  /// In a forked child, where no other thread can be using this lock yet:
+  /// makes `owner` its owner (a poisoned marker), without waking anyone.
+  void force_owner_in_child(std::uint32_t owner) noexcept { word_.store(owner << 1, std::memory_order_relaxed); }
 
   /// Unlocks and wakes every waiter (for locks that readers wait on too).
   void unlock_all() noexcept {
@@ -125,6 +143,16 @@ private:
       // closed; the hook, reading the gate next, must see it closed.
       std::uint32_t w = word_.load(std::memory_order_acquire);
       if (w == 0) {
+        if constexpr (requires { hook.defer(); }) {
+          if (FORKSAFE_UNLIKELY(hook.defer())) {
+            // A fork is being prepared and holds this thread back: step
+            // aside, passing on the wake-up that may have been meant for
+            // the fork, and come back once it lets us.
+            futex_wake(word_, 1);
+            hook.wait_deferred();
+            continue;
+          }
+        }
         // Having waited, take it with the waiters bit set: others may wait too.
         if (word_.compare_exchange_weak(w, (me << 1) | waiters_bit, std::memory_order_acquire,
                                         std::memory_order_relaxed)) {

@@ -768,12 +768,12 @@ private:
     } s{reinterpret_cast<ElfW(Addr)>(address), std::nullopt};
     ::dl_iterate_phdr(
         [](dl_phdr_info* info, std::size_t, void* p) {
-          auto& s = *static_cast<search*>(p);
+          auto& q = *static_cast<search*>(p);
           for (int k = 0; k < info->dlpi_phnum; ++k) {
             const ElfW(Phdr)& ph = info->dlpi_phdr[k];
             const ElfW(Addr) start = info->dlpi_addr + ph.p_vaddr;
-            if (ph.p_type == PT_LOAD && s.address >= start && s.address < start + ph.p_memsz) {
-              s.found = loaded_object{info->dlpi_addr, info->dlpi_name != nullptr ? info->dlpi_name : ""};
+            if (ph.p_type == PT_LOAD && q.address >= start && q.address < start + ph.p_memsz) {
+              q.found = loaded_object{info->dlpi_addr, info->dlpi_name != nullptr ? info->dlpi_name : ""};
               return 1;
             }
           }
