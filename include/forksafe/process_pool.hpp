@@ -72,7 +72,7 @@ concept pool_task = std::invocable<std::decay_t<F>&, std::decay_t<Args>&...> &&
 /// | kills its worker (SIGSEGV, abort, signal)   | throws child_error, signaled(), signal_name()      | worker replaced     |
 /// | ends its worker (_exit(N), exit(N))         | throws child_error, exited(), exit_code() == N     | worker replaced     |
 /// | runs past pool_options::task_timeout        | throws child_error, timed_out()                    | worker killed, replaced |
-/// | is still queued at a shutdown past its deadline | throws child_error, lost()                     | stopped             |
+/// | is still queued at a shutdown past its deadline | throws child_error, cancelled() (it never ran) | stopped             |
 ///
 /// Thread-safety: submit() and size() may be called from any number of
 /// threads at once, also while shutdown() runs (once it has begun, submit()
@@ -162,7 +162,7 @@ public:
   /// Stops accepting tasks, lets queued and running tasks finish, then ends
   /// the workers. Waits at most pool_options::shutdown_deadline (counted from
   /// the first call); then kills the workers still busy (their tasks fail
-  /// timed_out) and fails tasks still queued as lost. Blocks until then, plus
+  /// timed_out) and fails tasks still queued as cancelled(). Blocks until then, plus
   /// up to ~100 ms per worker that does not exit when told. Never hangs;
   /// idempotent; leaves no zombie.
   void shutdown() { core_->shutdown(); }

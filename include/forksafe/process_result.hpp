@@ -234,16 +234,23 @@ struct fork_options {
 /// | timed_out | ran past fork_options::timeout; forksafe killed it      | signal_number() (SIGKILL)  |
 /// | lost      | ended without a result and was reaped by someone else   | none                       |
 /// |           | (SIGCHLD ignored, a foreign waitpid), so how is unknown |                            |
+/// | prepare_  | was never forked: the fork could not be prepared within | blocker(); pid() is -1     |
+/// | timed_out | the timeout (another thread held a lock the fork waits  |                            |
+/// |           | for); fork_options::timeout counts from the call        |                            |
+/// | cancelled | was never run: a pool task still queued when the pool   | pid() is -1                |
+/// |           | shut down past its deadline                             |                            |
 ///
 /// what() reads "child 4242 was killed by SIGSEGV", "child 4242 exited with
 /// code 3 without a result", "child 4242 threw std::runtime_error: boom",
-/// "child 4242 timed out and was killed by SIGKILL" or "child 4242 ended
-/// without a result and was reaped by someone else (SIGCHLD ignored or a
-/// foreign waitpid)".
+/// "child 4242 timed out after running 480 ms and was killed by SIGKILL",
+/// "child 4242 ended without a result and was reaped by someone else
+/// (SIGCHLD ignored or a foreign waitpid)", "no child was forked: the fork
+/// could not be prepared within 500 ms; held back by ..." or "the task never
+/// ran: it was still queued when the pool shut down".
 class child_error : public std::runtime_error {
 public:
   /// The way the child ended; see the table above.
-  enum class reason : unsigned char { exited, signaled, threw, timed_out, lost };
+  enum class reason : unsigned char { exited, signaled, threw, timed_out, lost, prepare_timed_out, cancelled };
 
   /// exception_what() keeps at most this many bytes of what(), cut at a UTF-8
   /// character boundary; what_truncated() says whether it was cut.
@@ -264,6 +271,13 @@ public:
     std::string exception_type{};
     std::string exception_what{};
     bool what_truncated = false;
+    /// prepare_timed_out: what held the fork back (the registry's report).
+    std::string blocker{};
+    /// timed_out: how long the child ran before it was killed, and how long
+    /// the fork waited to be prepared before it (both count toward the
+    /// timeout); negative when unknown.
+    std::chrono::nanoseconds ran_for{-1};
+    std::chrono::nanoseconds prepare_time{-1};
   };
 
   /// Builds the error and its what() sentence. Public so that code wrapping
@@ -284,6 +298,12 @@ public:
   [[nodiscard]] bool threw() const noexcept { return why() == reason::threw; }
   [[nodiscard]] bool timed_out() const noexcept { return why() == reason::timed_out; }
   [[nodiscard]] bool lost() const noexcept { return why() == reason::lost; }
+  [[nodiscard]] bool prepare_timed_out() const noexcept { return why() == reason::prepare_timed_out; }
+  [[nodiscard]] bool cancelled() const noexcept { return why() == reason::cancelled; }
+
+  /// prepare_timed_out(): what held the fork back (names of registry
+  /// entries, a quiesce lock's address and holder); "" otherwise.
+  [[nodiscard]] const std::string& blocker() const noexcept { return details_->blocker; }
 
   /// The exit code when exited(), else -1.
   [[nodiscard]] int exit_code() const noexcept { return exited() ? details_->value : -1; }
@@ -316,7 +336,17 @@ private:
       if (!d.exception_what.empty()) s += ": " + d.exception_what;
       if (d.what_truncated) s += " [truncated]";
       return s;
-    case reason::timed_out: return s + " timed out and was killed by " + detail::signal_name(d.value);
+    case reason::timed_out:
+      s += " timed out";
+      if (d.ran_for.count() >= 0) s += " after running " + std::to_string(d.ran_for.count() / 1'000'000) + " ms";
+      if (d.prepare_time.count() >= 1'000'000) {
+        s += " (its fork waited " + std::to_string(d.prepare_time.count() / 1'000'000) + " ms to be prepared first)";
+      }
+      return s + " and was killed by " + detail::signal_name(d.value);
+    case reason::prepare_timed_out:
+      return "no child was forked: " + (d.blocker.empty() ? std::string("the fork could not be prepared in time")
+                                                           : d.blocker);
+    case reason::cancelled: return "the task never ran: it was still queued when the pool shut down";
     case reason::lost:
       return s + " ended without a result and was reaped by someone else"
                  " (SIGCHLD ignored or a foreign waitpid)";
@@ -685,12 +715,20 @@ inline std::string demangle(const std::string& mangled) {
 }
 
 /// The child_error for a child that delivered no frame and ended as `status`.
-/// `killed_for_timeout`: forksafe killed it because its timeout passed.
-inline child_error error_from_status(pid_t pid, const child_status& status, bool killed_for_timeout) {
+/// `killed_for_timeout`: forksafe killed it because its timeout passed,
+/// after it ran for `ran_for`, its fork having waited `prepare_time` to be
+/// prepared (negative: unknown).
+inline child_error error_from_status(pid_t pid, const child_status& status, bool killed_for_timeout,
+                                     std::chrono::nanoseconds ran_for = std::chrono::nanoseconds(-1),
+                                     std::chrono::nanoseconds prepare_time = std::chrono::nanoseconds(-1)) {
   using kind = child_status::kind;
   child_error::details d;
   d.pid = pid;
   d.value = status.value;
+  if (killed_for_timeout) {
+    d.ran_for = ran_for;
+    d.prepare_time = prepare_time;
+  }
   switch (status.how) {
   case kind::exited: d.why = child_error::reason::exited; break;
   case kind::signaled:
@@ -786,6 +824,8 @@ struct remote_result {
   std::size_t frame_size = 0; // 0: no frame arrived; see status
   child_status status{};
   bool killed_for_timeout = false;
+  std::chrono::nanoseconds ran_for{-1}; // killed_for_timeout: how long it ran in its worker
+  bool cancelled = false;               // never ran (still queued when the pool shut down)
   std::atomic<pid_t> pid{-1}; // the process that runs or ran it (-1 while queued); set by the pool's threads
   shared_region region;
 };
@@ -883,7 +923,7 @@ public:
         error_(std::move(other.error_)), deadline_(other.deadline_),
         state_(std::exchange(other.state_, state::empty)), delivered_(other.delivered_),
         drained_(other.drained_), hung_up_(other.hung_up_), killed_for_timeout_(other.killed_for_timeout_),
-        remote_(std::move(other.remote_)), child_(std::move(other.child_)) {}
+        forked_at_(other.forked_at_), remote_(std::move(other.remote_)), child_(std::move(other.child_)) {}
 
   /// Takes over `other`'s child. A child this handle still had is killed and
   /// reaped first, as by the destructor (a pool task it had is dropped).
@@ -900,6 +940,7 @@ public:
       drained_ = other.drained_;
       hung_up_ = other.hung_up_;
       killed_for_timeout_ = other.killed_for_timeout_;
+      forked_at_ = other.forked_at_;
       remote_ = std::move(other.remote_);
     }
     return *this;
@@ -1048,12 +1089,28 @@ private:
     const auto in_child = [&call, region, region_size, fd]() noexcept {
       return detail::run_call<T>(call, region, region_size, fd);
     };
-    child_ = detail::child_process::spawn(in_child, spawn);
+    deadline_ = options.timeout ? detail::deadline_after(started, *options.timeout)
+                                : std::chrono::steady_clock::time_point::max();
+    // The timeout bounds the whole call: the fork's preparation too. If that
+    // runs out first, nothing is forked and the outcome says so.
+    spawn.prepare_deadline = deadline_;
+    try {
+      child_ = detail::child_process::spawn(in_child, spawn);
+    } catch (const detail::fork_unprepared& e) {
+      region_.reset();
+      child_error::details d;
+      d.why = child_error::reason::prepare_timed_out;
+      char text[1024];
+      detail::format_unprepared(e.stats(), text, sizeof text);
+      d.blocker = text;
+      error_.emplace(std::move(d));
+      state_ = state::failed;
+      return;
+    }
+    forked_at_ = std::chrono::steady_clock::now();
     write_end.reset(); // only the child writes
     region_.keep_out_of_later_forks();
     result_fd_ = std::move(read_end);
-    deadline_ = options.timeout ? detail::deadline_after(started, *options.timeout)
-                                : std::chrono::steady_clock::time_point::max();
     state_ = state::running;
   }
 
@@ -1178,7 +1235,17 @@ private:
       return;
     }
     if (delivered_ != delivery::threw) {
-      error_.emplace(detail::error_from_status(pid(), status, killed_for_timeout_));
+      if (remote_ && remote_->cancelled) {
+        child_error::details d;
+        d.why = child_error::reason::cancelled;
+        error_.emplace(std::move(d));
+      } else if (remote_) {
+        error_.emplace(detail::error_from_status(pid(), status, killed_for_timeout_, remote_->ran_for));
+      } else {
+        error_.emplace(detail::error_from_status(pid(), status, killed_for_timeout_,
+                                                 std::chrono::steady_clock::now() - forked_at_,
+                                                 child_.prepare_time()));
+      }
     }
     state_ = state::failed;
   }
@@ -1201,6 +1268,7 @@ private:
   bool drained_ = false;            // the frame (or garbage) was read: read no more
   bool hung_up_ = false;            // every write end is closed
   bool killed_for_timeout_ = false; // forksafe killed the child: its timeout passed
+  std::chrono::steady_clock::time_point forked_at_{};
   std::shared_ptr<detail::remote_result> remote_; // a pool task, instead of child_
   detail::child_process child_;     // last: destroyed (killed and reaped) first
 };

@@ -19,6 +19,7 @@
 #define FORKSAFE_DETAIL_CHILD_PROCESS_HPP
 
 #include "config.hpp"
+#include "registry_core.hpp"
 
 #include <cerrno>       // errno, EINTR, ECHILD
 #include <chrono>       // deadlines
@@ -149,6 +150,29 @@ struct spawn_options {
   bool default_all_handlers = false;
   /// Exit code of a child whose callable let an exception escape.
   int exit_code_on_exception = 125;
+  /// The fork's preparation (the registry's handlers) must be done by then,
+  /// as well as within the registry's prepare timeout; otherwise nothing is
+  /// forked and spawn throws fork_unprepared.
+  std::chrono::steady_clock::time_point prepare_deadline = std::chrono::steady_clock::time_point::max();
+};
+
+/// Thrown by child_process::spawn when the fork could not be prepared in
+/// time: no child was made. code() is ETIMEDOUT; what() names what held the
+/// fork back, as the registry's report line does.
+class fork_unprepared : public std::system_error {
+public:
+  explicit fork_unprepared(const fork_stats& s)
+      : std::system_error(ETIMEDOUT, std::generic_category(), describe(s)), stats_(s) {}
+  /// What held the fork back.
+  [[nodiscard]] const fork_stats& stats() const noexcept { return stats_; }
+
+private:
+  static std::string describe(const fork_stats& s) {
+    char line[1024];
+    format_unprepared(s, line, sizeof line);
+    return std::string("forksafe: no child was forked: ") + line;
+  }
+  fork_stats stats_;
 };
 
 /// Flushes a C++ stream, swallowing the exception a stream with exceptions()
@@ -301,7 +325,8 @@ public:
   child_process() noexcept = default;
   child_process(child_process&& other) noexcept
       : pid_(std::exchange(other.pid_, -1)), pidfd_(std::exchange(other.pidfd_, -1)),
-        status_(other.status_), own_group_(other.own_group_), owner_(other.owner_) {}
+        status_(other.status_), own_group_(other.own_group_), owner_(other.owner_),
+        prepare_time_(other.prepare_time_) {}
   child_process& operator=(child_process&& other) noexcept {
     if (this != &other) {
       release();
@@ -310,6 +335,7 @@ public:
       status_ = other.status_;
       own_group_ = other.own_group_;
       owner_ = other.owner_;
+      prepare_time_ = other.prepare_time_;
     }
     return *this;
   }
@@ -335,6 +361,17 @@ public:
     sigset_t old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    // Prepared before fork() (with every signal blocked, so no handler can
+    // fork in between), so a fork that cannot be prepared in time is not
+    // made at all; fork()'s own handlers then find the work done.
+    fork_stats prepared;
+    const auto deadline = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              options.prepare_deadline.time_since_epoch())
+                              .count();
+    if (!prepare_ahead(deadline, prepared)) {
+      pthread_sigmask(SIG_SETMASK, &old, nullptr);
+      throw fork_unprepared(prepared);
+    }
     const pid_t pid = ::fork();
     if (pid == 0) {
       run_child(body, options, old, crash_handlers, marks); // never returns
@@ -343,6 +380,7 @@ public:
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (pid < 0) throw_errno(fork_errno, "forksafe: fork() failed");
     child_process c;
+    c.prepare_time_ = std::chrono::nanoseconds(prepared.waited_ns);
     c.pid_ = pid;
     c.own_group_ = options.own_process_group;
     c.owner_ = ::getpid();
@@ -352,6 +390,8 @@ public:
   }
 
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+  /// How long the fork waited for its preparation (the registry's handlers).
+  [[nodiscard]] std::chrono::nanoseconds prepare_time() const noexcept { return prepare_time_; }
   /// A pidfd that becomes readable when the child ends, or -1 without pidfd support.
   [[nodiscard]] int native_handle() const noexcept { return pidfd_; }
   [[nodiscard]] bool valid() const noexcept { return pid_ > 0; }
@@ -539,6 +579,7 @@ private:
   bool own_group_ = false;
   pid_t owner_ = -1; // the process that forked the child: the only one that may kill and reap it
   std::chrono::nanoseconds backoff_{0};
+  std::chrono::nanoseconds prepare_time_{0};
 };
 
 } // namespace forksafe::detail

@@ -62,7 +62,7 @@ struct pool_options {
   std::size_t max_tasks_per_worker = 0;
   /// How long shutdown() (and the destructor) lets queued and running tasks
   /// finish before killing busy workers (their tasks fail timed_out()) and
-  /// failing queued tasks (lost()).
+  /// failing queued tasks (cancelled(): they never ran).
   std::chrono::nanoseconds shutdown_deadline = std::chrono::seconds(5);
 };
 
@@ -137,6 +137,7 @@ struct pool_ticket final : remote_result {
   std::size_t result_bytes = 0; // > 0: the result is built in `region`
   std::array<unsigned char, pool_request_capacity> request; // only request_size bytes are meaningful
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  std::chrono::steady_clock::time_point assigned_at{}; // handed to its worker
   int event_fd = -1; // made on demand for native_handle()
   bool kill_requested = false; // kill() was called on it (under the pool's lock)
   bool requeued = false;       // went back to the queue once: a second time it fails instead
@@ -416,7 +417,11 @@ private:
     std::uint32_t answered = 0;        // response_seq already collected
     std::size_t tasks_run = 0;
     bool retiring = false;             // told to exit; replaced when it has
+    std::chrono::steady_clock::time_point respawn_at{}; // a failed replacement is tried again then
   };
+
+  static constexpr std::chrono::seconds replacement_prepare_limit{1};
+  static constexpr std::chrono::milliseconds respawn_delay{10};
 
   pool_slot& slot(std::size_t i) const noexcept { return static_cast<pool_slot*>(slots_.data())[i]; }
 
@@ -450,10 +455,21 @@ private:
     return r;
   }
 
-  // Forks worker i. Never called with mutex_ held: fork() runs the quiesce
-  // handlers, which may wait for a thread that holds a quiesce lock and waits
-  // for mutex_.
-  void spawn(std::size_t i) {
+  // Under mutex_: tasks still queued never ran.
+  void cancel_queued() {
+    for (auto& q : queue_) {
+      q->cancelled = true;
+      finish(*q);
+    }
+    queue_.clear();
+  }
+
+  // Forks worker i, its preparation done by `prepare_by` at the latest
+  // (throws detail::fork_unprepared otherwise). Never called with mutex_
+  // held: fork() runs the quiesce handlers, which may wait for a thread that
+  // holds a quiesce lock and waits for mutex_.
+  void spawn(std::size_t i, std::chrono::steady_clock::time_point prepare_by =
+                                std::chrono::steady_clock::time_point::max()) {
     int fds[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) {
       throw_errno(errno, "forksafe::process_pool: socketpair failed");
@@ -472,6 +488,7 @@ private:
     try {
       spawn_options options;
       options.default_all_handlers = true; // a worker is a process of its own
+      options.prepare_deadline = prepare_by;
       proc = child_process::spawn(
           [sl, worker_end, parent_end, events, parent]() noexcept {
             ::close(parent_end);
@@ -521,9 +538,9 @@ private:
       return;
     }
     t->pid.store(w.proc.pid(), std::memory_order_relaxed);
-    t->deadline = options_.task_timeout
-                      ? deadline_after(std::chrono::steady_clock::now(), *options_.task_timeout)
-                      : std::chrono::steady_clock::time_point::max();
+    t->assigned_at = std::chrono::steady_clock::now();
+    t->deadline = options_.task_timeout ? deadline_after(t->assigned_at, *options_.task_timeout)
+                                        : std::chrono::steady_clock::time_point::max();
     t->slot.store(static_cast<int>(i), std::memory_order_release);
     // The supervisor sleeps until the earliest deadline it knew of: tell it
     // of this one (only when there are timeouts).
@@ -610,6 +627,7 @@ private:
       pool_ticket& t = *w.task;
       t.status = status;
       t.killed_for_timeout = for_timeout;
+      if (for_timeout) t.ran_for = std::chrono::steady_clock::now() - t.assigned_at;
       finish(t);
       w.task.reset();
       shared_futex_wake(slot(i).response_seq, INT_MAX); // a caller waiting on the slot looks again
@@ -637,6 +655,9 @@ private:
         // Without pidfds (Linux before 5.3, a seccomp filter, valgrind) the
         // supervisor looks at its workers every 10 ms instead.
         if (blind) wake_at = std::min(wake_at, clock::now() + std::chrono::milliseconds(10));
+        for (const worker& w : workers_) {
+          if (!w.proc.valid() && w.respawn_at != clock::time_point{}) wake_at = std::min(wake_at, w.respawn_at);
+        }
         if (stopping_) {
           if (queue_.empty() && std::none_of(workers_.begin(), workers_.end(), [](const worker& w) { return bool(w.task); })) {
             return;
@@ -679,17 +700,28 @@ private:
             if (!workers_[i].task) continue;
             bury(i, workers_[i].proc.kill_and_reap(SIGKILL), true);
           }
-          for (auto& q : queue_) finish(*q); // never ran: status stays "lost"
-          queue_.clear();
+          cancel_queued();
           return;
+        }
+        // Slots whose replacement failed before: due again.
+        for (std::size_t i = 0; i < workers_.size(); ++i) {
+          if (!workers_[i].proc.valid() && workers_[i].respawn_at <= t && (!stopping_ || !queue_.empty())) {
+            replace.push_back(i);
+          }
         }
       }
       for (std::size_t i : replace) {
         try {
-          spawn(i);
+          // Bounded, so the supervisor goes on enforcing timeouts while
+          // other threads hold what the fork waits for.
+          spawn(i, clock::now() + replacement_prepare_limit);
         } catch (...) {
-          // fork failed (EAGAIN): the slot stays empty; queued tasks wait for
-          // the other workers, and the next supervisor pass tries again.
+          // fork failed (EAGAIN) or could not be prepared in time: the slot
+          // stays empty (queued tasks wait for the other workers) and is
+          // tried again shortly.
+          std::lock_guard lock(mutex_);
+          workers_[i].proc = child_process();
+          workers_[i].respawn_at = clock::now() + respawn_delay;
         }
       }
       std::lock_guard lock(mutex_);
@@ -742,8 +774,7 @@ private:
         w.proc = child_process();
       }
     }
-    for (auto& q : queue_) finish(*q);
-    queue_.clear();
+    cancel_queued();
     close_descriptors();
     // The slots stay mapped until the core is destroyed: a thread still in
     // wait() on a task of this pool may be reading its slot (every ticket

@@ -202,6 +202,25 @@ struct line_buffer {
   }
 };
 
+/// "; held back by 'x' refused N times, held it back M ms: detail; ..."
+inline void format_blockers(const fork_stats& s, line_buffer& b) noexcept {
+  for (std::uint32_t i = 0; i < s.blocker_count; ++i) {
+    const blocker_stat& k = s.blockers[i];
+    b.put("%s '%s' refused %u time%s, held it back %lld ms%s%s", i == 0 ? "; held back by" : ";", k.name,
+          static_cast<unsigned>(k.refusals), k.refusals == 1 ? "" : "s",
+          static_cast<long long>(k.held_back_ns / 1'000'000), k.detail[0] != '\0' ? ": " : "", k.detail);
+  }
+}
+
+/// What held back a forksafe fork that gave up: "the fork could not be
+/// prepared within N ms; held back by ...".
+inline void format_unprepared(const fork_stats& s, char* out, std::size_t capacity) noexcept {
+  line_buffer b{out, capacity};
+  out[0] = '\0';
+  b.put("the fork could not be prepared within %lld ms", static_cast<long long>(s.waited_ns / 1'000'000));
+  format_blockers(s, b);
+}
+
 /// One line, starting with "forksafe:" and ending with a newline, for stderr.
 inline void format_report(const fork_stats& s, char* out, std::size_t capacity) noexcept {
   line_buffer b{out, capacity - 1}; // room for the newline
@@ -217,12 +236,7 @@ inline void format_report(const fork_stats& s, char* out, std::size_t capacity) 
     for (std::uint32_t i = 0; i < s.unprepared_count; ++i) b.put("%s '%s'", i == 0 ? "" : ",", s.unprepared[i]);
     b.put(" (in the child, quiesce locks it could not take are poisoned)");
   }
-  for (std::uint32_t i = 0; i < s.blocker_count; ++i) {
-    const blocker_stat& k = s.blockers[i];
-    b.put("%s '%s' refused %u time%s, held it back %lld ms%s%s", i == 0 ? "; held back by" : ";", k.name,
-          static_cast<unsigned>(k.refusals), k.refusals == 1 ? "" : "s",
-          static_cast<long long>(k.held_back_ns / 1'000'000), k.detail[0] != '\0' ? ": " : "", k.detail);
-  }
+  format_blockers(s, b);
   out[b.n] = '\n';
   out[b.n + 1] = '\0';
 }
