@@ -244,7 +244,7 @@ private:
     switch (op) {
     case detail::quiesce_op::try_take:
       if (owner == detail::this_thread_id()) return 1; // the forking thread's own: skip
-      if (owner == 0) return m.lock_.try_lock(tag, std::memory_order_acq_rel) ? 1 : 0; // after the gate closed
+      if (owner == 0) return m.lock_.try_lock(tag, arg != 0, std::memory_order_acq_rel) ? 1 : 0; // after the gate closed
       return detail::stale_fork_tag(owner) && m.lock_.replace_owner(owner, tag) ? 1 : 0;
     case detail::quiesce_op::give_back:
       if (owner == tag) m.lock_.unlock();
@@ -582,7 +582,7 @@ private:
       const std::uint32_t owner = m.writer_.owner();
       if (owner == detail::this_thread_id()) return 1; // the forking thread writes: skip
       const std::uint32_t mine = detail::this_thread().holds.holds_of(&m);
-      const bool taken = owner == 0 ? m.writer_.try_lock(tag, std::memory_order_seq_cst)
+      const bool taken = owner == 0 ? m.writer_.try_lock(tag, arg != 0, std::memory_order_seq_cst)
                                     : detail::stale_fork_tag(owner) && m.writer_.replace_owner(owner, tag);
       if (taken) {
         std::atomic_thread_fence(std::memory_order_seq_cst); // pairs with a reader's increment-then-check

@@ -45,6 +45,15 @@ public:
     return word_.compare_exchange_strong(expected, me << 1, order, std::memory_order_relaxed);
   }
 
+  /// As try_lock, for a taker that waited on the word (wait_while): then it
+  /// may have consumed a wake-up meant for another waiter, so the waiters bit
+  /// is set (`waited`) and the next unlock wakes one again.
+  [[nodiscard]] bool try_lock(std::uint32_t me, bool waited, std::memory_order order) noexcept {
+    std::uint32_t expected = 0;
+    return word_.compare_exchange_strong(expected, (me << 1) | (waited ? waiters_bit : 0U), order,
+                                         std::memory_order_relaxed);
+  }
+
   /// Locks. On contention asks `hook(owner)`: wait, or take the lock over
   /// from an owner that no longer exists (the reset policy).
   template <class Hook = wait_always>

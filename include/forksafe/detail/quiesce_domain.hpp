@@ -57,7 +57,8 @@ namespace forksafe::detail {
 /// Operations the domain performs on a node, dispatched through one function
 /// pointer so a node costs 24 bytes whatever the lock type.
 enum class quiesce_op {
-  try_take,  ///< take under the current fork tag unless this thread holds it: 1, or 0 if busy
+  try_take,  ///< take under the current fork tag unless this thread holds it: 1, or 0 if busy;
+             ///< arg 1: the fork waited on it (wait_free), so keep the waiters bit
   give_back, ///< undo try_take
   wait_free, ///< block until it looks free, at most until `arg` (steady ns)
   holder,    ///< the owner's id; a shared lock without a writer: minus its reader count
@@ -179,7 +180,10 @@ struct quiesce_state {
 
 inline quiesce_state& quiesce() noexcept;
 
-inline bool take(quiesce_node& n) noexcept { return n.ops(n, quiesce_op::try_take, 0) != 0; }
+/// try_take; `waited`: after wait_free on it (the waiters bit is kept, see owner_lock::try_lock).
+inline bool take(quiesce_node& n, bool waited = false) noexcept {
+  return n.ops(n, quiesce_op::try_take, waited ? 1 : 0) != 0;
+}
 
 // Gives back every node taken in this sweep: from `upto` (exclusive, or the
 // sentinel for all) back to the first, and `held`.
@@ -261,8 +265,8 @@ inline bool take_blocking(quiesce_node& n, std::int64_t deadline_ns) noexcept {
   const std::int64_t limit = std::chrono::nanoseconds(no_progress_limit).count();
   std::int64_t last_progress = steady_ns();
   std::int64_t seen_owner = n.ops(n, quiesce_op::holder, 0);
-  for (;;) {
-    if (take(n)) {
+  for (bool waited = false;; waited = true) {
+    if (take(n, waited)) {
       set_admitting(h, false);
       return true;
     }
