@@ -21,7 +21,7 @@ using clock = std::chrono::steady_clock;
 
 /// Summary of samples, in nanoseconds.
 struct stats {
-  double median = 0, p10 = 0, p90 = 0;
+  double median = 0, p10 = 0, p90 = 0, p99 = 0, max = 0;
   std::size_t n = 0;
 };
 
@@ -33,6 +33,8 @@ inline stats summarize(std::vector<double> ns) {
   s.median = at(0.5);
   s.p10 = at(0.1);
   s.p90 = at(0.9);
+  s.p99 = at(0.99);
+  s.max = ns.back();
   s.n = ns.size();
   return s;
 }

@@ -376,11 +376,20 @@ public:
   void lock_shared() {
     enter();
     reserve_hold();
-    for (;;) {
+    for (bool waited = false;; waited = true) {
       const std::uint32_t w = writer_.word(std::memory_order_seq_cst);
       if (w != 0) {
         wait_for_writer(w);
         continue;
+      }
+      if constexpr (quiesce) {
+        // Woken while a fork is being prepared and holds this thread back:
+        // wait for it, as lock() does, rather than start a section it must
+        // then wait for.
+        if (waited && FORKSAFE_UNLIKELY(detail::held_back(detail::gate_word().load(std::memory_order_acquire)))) {
+          detail::wait_at_gate();
+          continue;
+        }
       }
       if (try_add_reader()) break;
     }

@@ -49,9 +49,39 @@ inline bool pthread_mutex_held_by_caller(const pthread_mutex_t* m) noexcept {
 #endif
 }
 
+// ThreadSanitizer (clang 14) does not intercept the CLOCK_MONOTONIC waits
+// (pthread_mutex_clocklock, pthread_rwlock_clockwrlock): a lock taken with
+// them looks free to it, and its unlock is then reported. Under TSan the
+// realtime waits it does intercept are used, with the deadline converted.
+#if defined(__SANITIZE_THREAD__)
+#define FORKSAFE_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FORKSAFE_TSAN 1
+#endif
+#endif
+#ifndef FORKSAFE_TSAN
+#define FORKSAFE_TSAN 0
+#endif
+
+/// `t` as an absolute CLOCK_REALTIME timespec, for the realtime timed waits.
+inline timespec realtime_timespec(std::chrono::steady_clock::time_point t) noexcept {
+  const auto left = t - std::chrono::steady_clock::now();
+  return monotonic_timespec(std::chrono::steady_clock::time_point(
+      std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+          std::chrono::system_clock::now().time_since_epoch() + left)));
+}
+
 /// Locks a pthread mutex, waiting until `t` at most. True if locked.
 inline bool pthread_mutex_lock_until(pthread_mutex_t* m, std::chrono::steady_clock::time_point t) noexcept {
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+#if FORKSAFE_TSAN
+  const timespec ts = realtime_timespec(t);
+  int rc;
+  do {
+    rc = ::pthread_mutex_timedlock(m, &ts);
+  } while (rc == EINTR);
+  return rc == 0;
+#elif defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
   const timespec ts = monotonic_timespec(t);
   int rc;
   do {
@@ -84,10 +114,15 @@ bool lock_until(L& l, std::chrono::steady_clock::time_point t) {
     (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
   } else if constexpr (std::is_same_v<L, std::shared_mutex>) {
     // libstdc++'s std::shared_mutex is a pthread_rwlock_t (native_handle() is a void* to it).
-    const timespec ts = monotonic_timespec(t);
     int rc;
     do {
+#if FORKSAFE_TSAN
+      const timespec ts = realtime_timespec(t);
+      rc = ::pthread_rwlock_timedwrlock(static_cast<pthread_rwlock_t*>(l.native_handle()), &ts);
+#else
+      const timespec ts = monotonic_timespec(t);
       rc = ::pthread_rwlock_clockwrlock(static_cast<pthread_rwlock_t*>(l.native_handle()), CLOCK_MONOTONIC, &ts);
+#endif
     } while (rc == EINTR);
     return rc == 0;
 #endif
