@@ -223,9 +223,12 @@ inline void write_text(const entry_args& a, const char* text) noexcept {
 struct handlers_entry : registry_entry {
   atfork_handlers h;
 
-  explicit handlers_entry(atfork_handlers&& handlers) : h(std::move(handlers)) {
+  const char* name;
+
+  inline explicit handlers_entry(atfork_handlers&& handlers);
+  static const char* name_of(const registry_entry& b) noexcept { return static_cast<const handlers_entry&>(b).name; }
+  void set_caps() noexcept {
     name = h.name.c_str();
-    invoke = &run;
     caps = (h.try_prepare ? entry_can_try : 0U) | (h.prepare_until ? entry_can_wait : 0U) |
            (h.parent ? entry_has_parent : 0U) | (h.child ? entry_has_child : 0U) |
            (h.child_unprepared ? entry_has_unprepared : 0U);
@@ -252,17 +255,61 @@ struct handlers_entry : registry_entry {
   }
 };
 
+// An entry made by add(prepare, parent, child): the three handlers only, so
+// a registry of many stays compact (the fork reads every entry twice).
+struct triple_entry : registry_entry {
+  std::function<void()> on_child; // first: in the base's cache line (see registry_entry)
+  std::function<void()> on_parent;
+  atfork_prepare prepare;
+  static constexpr const char* name = "";
+
+  inline triple_entry(atfork_prepare p, std::function<void()> pa, std::function<void()> ch);
+  void set_caps() noexcept {
+    caps = (prepare ? entry_can_try : 0U) | (on_parent ? entry_has_parent : 0U) | (on_child ? entry_has_child : 0U);
+  }
+
+  static bool try_fast(registry_entry& base) noexcept {
+    auto& e = static_cast<triple_entry&>(base);
+    return call_handler([&] { return e.prepare(); }, "prepare", e.name);
+  }
+  static void after_fast(registry_entry& base, bool in_child) noexcept {
+    auto& e = static_cast<triple_entry&>(base);
+    if (in_child) {
+      call_handler([&] { e.on_child(); }, "child", e.name);
+    } else {
+      call_handler([&] { e.on_parent(); }, "parent", e.name);
+    }
+  }
+
+  static bool run(registry_entry& base, entry_op op, const entry_args&) noexcept {
+    auto& e = static_cast<triple_entry&>(base);
+    switch (op) {
+    case entry_op::try_prepare: return call_handler([&] { return e.prepare(); }, "prepare", e.name);
+    case entry_op::parent: call_handler([&] { e.on_parent(); }, "parent", e.name); return true;
+    case entry_op::child: call_handler([&] { e.on_child(); }, "child", e.name); return true;
+    case entry_op::destroy: delete &e; return true;
+    case entry_op::prepare_until:
+    case entry_op::prepare_partial:
+    case entry_op::child_unprepared:
+    case entry_op::describe: return true;
+    }
+    return true;
+  }
+};
+
 // An entry made by guard(): one lock, through atfork_guard_traits<L>.
 template <class L>
 struct guard_entry : registry_entry {
   using traits = atfork_guard_traits<L>;
   L* lock;
   std::string label;
+  const char* name;
   bool skipped = false; // this fork: the forking thread holds it; written only then
 
-  guard_entry(L& l, std::string n) : lock(&l), label(std::move(n)) {
+  guard_entry(L& l, std::string n);
+  static const char* name_of(const registry_entry& b) noexcept { return static_cast<const guard_entry&>(b).name; }
+  void set_caps() noexcept {
     name = label.c_str();
-    invoke = &run;
     caps = entry_can_try | entry_can_wait | entry_has_parent | entry_has_child | entry_can_describe;
   }
 
@@ -301,6 +348,31 @@ struct guard_entry : registry_entry {
     return true;
   }
 };
+
+// The tables the registry calls through (hidden: one per shared object, so
+// nothing here keeps a plugin from being unloaded).
+FORKSAFE_HIDDEN inline constexpr entry_type handlers_entry_kind{&handlers_entry::run, nullptr, nullptr,
+                                                                &handlers_entry::name_of};
+FORKSAFE_HIDDEN inline constexpr entry_type triple_entry_kind{&triple_entry::run, &triple_entry::try_fast,
+                                                              &triple_entry::after_fast, nullptr};
+template <class L>
+FORKSAFE_HIDDEN inline constexpr entry_type guard_entry_kind{&guard_entry<L>::run, nullptr, nullptr,
+                                                             &guard_entry<L>::name_of};
+
+inline handlers_entry::handlers_entry(atfork_handlers&& handlers) : h(std::move(handlers)) {
+  type = &handlers_entry_kind;
+  set_caps();
+}
+inline triple_entry::triple_entry(atfork_prepare p, std::function<void()> pa, std::function<void()> ch)
+    : on_child(std::move(ch)), on_parent(std::move(pa)), prepare(std::move(p)) {
+  type = &triple_entry_kind;
+  set_caps();
+}
+template <class L>
+guard_entry<L>::guard_entry(L& l, std::string n) : lock(&l), label(std::move(n)) {
+  type = &guard_entry_kind<L>;
+  set_caps();
+}
 
 // The slow-fork callback, held by the registry.
 struct report_callback {
@@ -419,11 +491,9 @@ public:
   /// throws makes the registry print a line naming it and call
   /// std::terminate: an exception cannot cross fork(). Throws std::bad_alloc.
   atfork_handle add(atfork_prepare prepare, std::function<void()> parent, std::function<void()> child) {
-    atfork_handlers h;
-    h.try_prepare = std::move(prepare);
-    h.parent = std::move(parent);
-    h.child = std::move(child);
-    return add(std::move(h));
+    auto* e = new detail::triple_entry(std::move(prepare), std::move(parent), std::move(child));
+    detail::registry_add(*e);
+    return atfork_handle(e);
   }
 
   /// Registers the general form (see atfork_handlers). Throws

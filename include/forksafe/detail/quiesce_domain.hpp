@@ -386,6 +386,10 @@ inline bool quiesce_entry_run(registry_entry&, entry_op op, const entry_args& a)
   return true;
 }
 
+inline const char* quiesce_entry_name(const registry_entry&) noexcept { return "forksafe quiesce locks"; }
+FORKSAFE_HIDDEN inline constexpr entry_type quiesce_entry_kind{&quiesce_entry_run, nullptr, nullptr,
+                                                               &quiesce_entry_name};
+
 FORKSAFE_NOINLINE inline quiesce_state& make_quiesce(process_hub& h) noexcept {
   registry_state& r = registry(); // made first: its entry is older than any the program adds later
   (void)r;
@@ -399,8 +403,7 @@ FORKSAFE_NOINLINE inline quiesce_state& make_quiesce(process_hub& h) noexcept {
       std::terminate();
     }
     q->head.prev = q->head.next = &q->head;
-    q->entry.name = "forksafe quiesce locks";
-    q->entry.invoke = &quiesce_entry_run;
+    q->entry.type = &quiesce_entry_kind;
     q->entry.caps = entry_can_try | entry_can_wait | entry_can_partial | entry_has_parent | entry_has_child |
                     entry_can_describe;
     pin_object_of(reinterpret_cast<const void*>(&quiesce_entry_run));

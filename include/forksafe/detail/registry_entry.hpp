@@ -53,14 +53,30 @@ inline constexpr std::uint32_t entry_added_in_fork = 1; ///< takes part from the
 inline constexpr std::uint32_t entry_self_removed = 2;  ///< removed from inside its own handler
 inline constexpr std::uint32_t entry_unprepared = 4;    ///< this fork went on without it
 
+struct registry_entry;
+
+/// What the registry calls on an entry: one table per kind of entry, static
+/// in the registrant's code (a hand-made vtable, so the layout is ours).
+struct entry_type {
+  /// Every operation. Never throws (the registrant terminates instead).
+  bool (*invoke)(registry_entry&, entry_op, const entry_args&) noexcept;
+  /// The two calls every fork makes, straight: try_prepare, and parent or
+  /// child (`in_child`). Null: through invoke.
+  bool (*try_prepare)(registry_entry&) noexcept;
+  void (*after_fork)(registry_entry&, bool in_child) noexcept;
+  /// For reports: the entry's name, "" without one. Lives as long as the entry.
+  const char* (*name)(const registry_entry&) noexcept;
+};
+
 /// One registration. Allocated and freed by its registrant (op destroy),
-/// linked and unlinked by the registry under its list lock.
+/// linked and unlinked by the registry under its list lock. 32 bytes, so
+/// that the first handler a registrant's type puts after it shares its cache
+/// line: in a forked child every entry is a cache miss, and the child's loop
+/// then touches one line per entry.
 struct registry_entry {
   registry_entry* prev = nullptr;
   registry_entry* next = nullptr;
-  /// The registrant's code. Never throws (the registrant terminates instead).
-  bool (*invoke)(registry_entry&, entry_op, const entry_args&) noexcept = nullptr;
-  const char* name = ""; ///< for reports; lives as long as the entry
+  const entry_type* type = nullptr;
   std::uint32_t caps = 0;
   std::uint32_t flags = 0;
 };
