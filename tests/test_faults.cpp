@@ -50,6 +50,18 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
+// The timeout of a call or task that must end: it only turns a hang into a
+// failure, so it is generous and scaled (a loaded sanitizer build must never
+// trip it).
+const auto must_end = forksafe_test::scaled(10s);
+
+// A poll() timeout in milliseconds, scaled likewise.
+int scaled_poll_ms(std::chrono::milliseconds d) { return static_cast<int>(forksafe_test::scaled(d).count()); }
+
+// `seconds` stretched by forksafe_test::time_scale(), for an upper bound on
+// an elapsed time whose point is to catch a wait that should not happen.
+double scaled_seconds(double seconds) { return seconds * forksafe_test::time_scale(); }
+
 // ---------------------------------------------------------------------------
 // Signals
 // ---------------------------------------------------------------------------
@@ -175,23 +187,33 @@ TEST_CASE("faults: every signal sent to a fork_call child ends it as its default
     // Its own process group: a stop signal then stops it even when the test
     // runs in an orphaned group (where the kernel discards SIGTSTP, SIGTTIN
     // and SIGTTOU).
-    // Only a stopped child needs the timeout to end; the others get room for a loaded machine.
-    const auto timeout = default_action_of(sig) == default_action::stop ? 400ms : 10'000ms;
-    auto r = fork_call({.timeout = timeout, .own_process_group = true}, [] {
-      std::this_thread::sleep_for(150ms);
+    // Only a stopped child needs the timeout to end (it must fire: short);
+    // the others get room for a loaded machine (it must not: scaled).
+    const std::chrono::milliseconds timeout = default_action_of(sig) == default_action::stop ? 400ms : must_end;
+    // The child returns only once the gate opens, after the signal was sent:
+    // the signal is known to find it running (a 150 ms sleep assumed this
+    // thread got from fork_call to kill() sooner).
+    const forksafe_test::gate g;
+    auto r = fork_call({.timeout = timeout, .own_process_group = true}, [&g] {
+      g.wait();
       return 7;
     });
     r.kill(sig); // pending until the child unblocks signals; then its default action runs
+    g.open();    // an ignored signal lets the value through; a stopped child cannot read
     ++sent;
     if (auto what = check_outcome(sig, [&] { return r.get(); }); !what.empty()) wrong.push_back(what);
   }
   {
-    // A stopped child that is continued goes on and delivers its value.
-    auto r = fork_call({.timeout = 10s, .own_process_group = true}, [] {
-      std::this_thread::sleep_for(100ms);
+    // A stopped child that is continued goes on and delivers its value. It
+    // could answer as soon as the gate opens, but is stopped first: the
+    // timeout below is its being stopped, not its being slow.
+    const forksafe_test::gate g;
+    auto r = fork_call({.timeout = must_end, .own_process_group = true}, [&g] {
+      g.wait();
       return 8;
     });
     r.kill(SIGSTOP);
+    g.open();
     CHECK(r.wait_for(300ms) == std::future_status::timeout);
     r.kill(SIGCONT);
     CHECK(r.get() == 8);
@@ -212,26 +234,42 @@ TEST_CASE("faults: every signal sent to a pool worker mid-task fails that task a
   std::vector<std::string> wrong;
   int sent = 0;
   {
-    process_pool pool(1, {.task_timeout = 1s}); // ends stopped workers; room for a loaded machine
+    // The task returns only once this gate opens, after the signal was sent:
+    // the signal is known to find it running (a 150 ms sleep assumed this
+    // thread got from the task's start to kill() sooner). Made before the
+    // pool, like `started`; closed after it, before the descriptors are counted.
+    const forksafe_test::gate go;
+    // Ends stopped workers (it must fire); room for a loaded machine (it
+    // must not fire for the others): generous, scaled.
+    process_pool pool(1, {.task_timeout = forksafe_test::scaled(1s)});
     const int tell = started[1];
+    const int wait_on = go.fds[0];
     for (int sig : every_signal()) {
       auto r = pool.submit(
-          [](int fd) {
+          [](int fd, int gate_fd) {
             (void)!::write(fd, "s", 1);
-            std::this_thread::sleep_for(150ms);
+            char c;
+            while (::read(gate_fd, &c, 1) < 0 && errno == EINTR) {
+            }
             return 7;
           },
-          tell);
+          tell, wait_on);
       pollfd p{started[0], POLLIN, 0};
       char c;
-      if (::poll(&p, 1, 5000) != 1 || ::read(started[0], &c, 1) != 1) {
+      if (::poll(&p, 1, scaled_poll_ms(5s)) != 1 || ::read(started[0], &c, 1) != 1) {
         wrong.push_back(expected_name(sig) + ": the task never started");
         continue;
       }
       r.kill(sig); // the worker runs this task now
+      go.open();   // an ignored signal lets the value through; a stopped worker cannot read
       ++sent;
       // Workers share the test's process group, which may be orphaned.
       if (auto what = check_outcome(sig, [&] { return r.get(); }, true); !what.empty()) wrong.push_back(what);
+      // A worker that died or stopped left its byte: take it, so that the
+      // next task waits for its own. No task runs now (get() returned).
+      pollfd left{go.fds[0], POLLIN, 0};
+      while (::poll(&left, 1, 0) == 1 && ::read(go.fds[0], &c, 1) == 1) {
+      }
     }
     int right = 0;
     for (int i = 0; i < 20; ++i) right += pool.submit([](int x) { return x * 2; }, i).get() == i * 2 ? 1 : 0;
@@ -288,15 +326,15 @@ TEST_CASE("faults: a fork_call child that closes all its descriptors is reported
       return e.exited() && e.exit_code() == child_error::undelivered_exit_code ? std::string() : std::string(e.what());
     }
   };
-  CHECK(undelivered(fork_call({.timeout = 10s}, [] {
+  CHECK(undelivered(fork_call({.timeout = must_end}, [] {
           close_all_from(0);
           return 5;
         })) == "");
-  CHECK(undelivered(fork_call({.timeout = 10s}, [] {
+  CHECK(undelivered(fork_call({.timeout = must_end}, [] {
           close_all_from(0);
           return std::array<char, 1 << 20>{}; // built in the mapping; the frame saying so cannot be written
         })) == "");
-  CHECK(undelivered(fork_call({.timeout = 10s}, [] { close_all_from(0); })) == "");
+  CHECK(undelivered(fork_call({.timeout = must_end}, [] { close_all_from(0); })) == "");
   CHECK(count_open_fds() == fds_before);
   CHECK(count_zombie_children() == 0);
 }
@@ -357,7 +395,15 @@ TEST_CASE("faults: a pool task that puts eventfds where its worker's descriptors
               }
               return static_cast<int>(eventfds.size());
             });
-  std::this_thread::sleep_for(200ms);
+  // Until the outcome is known without anyone waiting: wait_for(0s) only
+  // looks, it never waits on the slot, so the task ends with nobody in get()
+  // on any machine (a 200 ms sleep assumed it ended in that time). The limit
+  // is a fallback for a worker that wrote instead of retiring: get() below
+  // then collects the answer itself and the replacement check fails.
+  const auto until = clock_type::now() + forksafe_test::scaled(10s);
+  while (replacing.wait_for(0s) != std::future_status::ready && clock_type::now() < until) {
+    std::this_thread::sleep_for(1ms);
+  }
   CHECK(replacing.get() > 0);
   const pid_t after = pool.submit([] { return ::getpid(); }).get();
   CHECK(after != first); // replaced: it did not trust descriptors that are no longer its own
@@ -367,21 +413,26 @@ TEST_CASE("faults: a pool task that puts eventfds where its worker's descriptors
 TEST_CASE("faults: a pool task that forks a grandchild and returns delays neither its result nor shutdown") {
   const int fds_before = count_open_fds();
   pid_t grandchild = -1;
+  // The grandchild holds the worker's descriptors for 3 s and shutdown may
+  // take 5 s; all done in under 2 s means neither waited for it. The three
+  // scaled alike, so that stays true of a slow build and says nothing of
+  // the machine's speed.
+  const auto holds_for = forksafe_test::scaled(3s);
   const auto start = clock_type::now();
   {
-    process_pool pool(1, {.shutdown_deadline = 5s});
-    grandchild = pool.submit([] {
+    process_pool pool(1, {.shutdown_deadline = forksafe_test::scaled(5s)});
+    grandchild = pool.submit([](std::chrono::milliseconds hold) {
                        const pid_t g = ::fork();
                        if (g == 0) {
-                         std::this_thread::sleep_for(3s); // holds every descriptor the worker had
-                         return pid_t{0};                 // back into the pool's code: must write nothing
+                         std::this_thread::sleep_for(hold); // holds every descriptor the worker had
+                         return pid_t{0};                   // back into the pool's code: must write nothing
                        }
                        return g;
-                     }).get();
+                     }, holds_for).get();
     REQUIRE(grandchild > 0);
     for (int i = 0; i < 5; ++i) CHECK(pool.submit([](int x) { return x - 1; }, i).get() == i - 1);
   }
-  CHECK(std::chrono::duration<double>(clock_type::now() - start).count() < 2.0);
+  CHECK(std::chrono::duration<double>(clock_type::now() - start).count() < scaled_seconds(2.0));
   CHECK(count_open_fds() == fds_before);
   CHECK(count_zombie_children() == 0);
   ::kill(grandchild, SIGKILL); // the worker's child, reparented: not ours to reap
@@ -511,14 +562,18 @@ std::thread quiet_thread(Body body) {
 double seconds_since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
 
 // The test's thread blocks in lock(): it must get the lock only after the
-// holder let it go, however often the wait is interrupted.
+// holder let it go, however often the wait is interrupted. The holder lets
+// go once it has seen the test's thread asleep in lock() (not after a sleep
+// that assumed it got there), then 60 ms later: the storm's time to strike.
 template <class Mutex, class Lock, class Hold>
 bool blocks_until_released(Mutex& m, Lock lock, Hold hold) {
   std::atomic<bool> holding{false};
   std::atomic<bool> released{false};
+  const pid_t locker = forksafe_test::current_thread_id();
   std::thread holder = quiet_thread([&] {
     hold(m, [&] {
       holding = true;
+      (void)forksafe_test::wait_until_blocked(locker);
       std::this_thread::sleep_for(60ms);
       released = true;
     });
@@ -556,7 +611,7 @@ TEST_CASE("faults: an EINTR storm interrupts every blocking call; each retries a
   SUBCASE("fork_call: fork, wait_for, wait_until, get, kill, and the destructor's kill and reap") {
     for (int i = 0; i < 20; ++i) {
       const forksafe_test::gate g; // the child answers only once the waits below have timed out
-      auto r = fork_call({.timeout = 20s}, [&g, i] {
+      auto r = fork_call({.timeout = must_end}, [&g, i] {
         g.wait();
         return i;
       });
@@ -567,22 +622,22 @@ TEST_CASE("faults: an EINTR storm interrupts every blocking call; each retries a
       g.open();
       CHECK(r.get() == i);
     }
-    auto killed = fork_call({.timeout = 20s}, [] {
-      std::this_thread::sleep_for(10s);
+    auto killed = fork_call({.timeout = must_end}, [] {
+      std::this_thread::sleep_for(must_end);
       return 0;
     });
     killed.kill(SIGUSR1); // not SIGTERM: the child has doctest's SIGTERM handler
     CHECK_THROWS_AS((void)killed.get(), child_error);
     const auto t = clock_type::now();
     {
-      auto dropped = fork_call({.timeout = 20s}, [] {
-        std::this_thread::sleep_for(10s);
+      auto dropped = fork_call({.timeout = must_end}, [] {
+        std::this_thread::sleep_for(must_end);
         return 0;
       });
     }
-    CHECK(seconds_since(t) < 5.0);
+    CHECK(seconds_since(t) < scaled_seconds(5.0)); // killed and reaped, not waited for (10 s, scaled)
     auto timed = fork_call({.timeout = 50ms}, [] {
-      std::this_thread::sleep_for(10s);
+      std::this_thread::sleep_for(must_end);
       return 0;
     });
     try {
@@ -597,7 +652,7 @@ TEST_CASE("faults: an EINTR storm interrupts every blocking call; each retries a
     int right = 0;
     {
       const forksafe_test::gate g; // made before the pool: its workers inherit it
-      process_pool pool(2, {.task_timeout = 10s});
+      process_pool pool(2, {.task_timeout = must_end});
       std::vector<forksafe::process_result<int>> results;
       for (int i = 0; i < 200; ++i) results.push_back(pool.submit([](int x) { return x + 3; }, i));
       auto slow = pool.submit([fd = g.fds[0]] { // answers once the wait below has timed out
@@ -612,7 +667,7 @@ TEST_CASE("faults: an EINTR storm interrupts every blocking call; each retries a
       g.open();
       pollfd p{slow.native_handle(), POLLIN, 0};
       int polled = 0;
-      while ((polled = ::poll(&p, 1, 10'000)) < 0 && errno == EINTR) {
+      while ((polled = ::poll(&p, 1, scaled_poll_ms(10s))) < 0 && errno == EINTR) {
       }
       CHECK(polled == 1);
       CHECK(slow.get() == -1);
@@ -667,7 +722,7 @@ TEST_CASE("faults: an EINTR storm interrupts every blocking call; each retries a
       ready = true;
       cv.notify_all();
     });
-    CHECK(cv.wait_for(lock, 10s, [&] { return ready; }));
+    CHECK(cv.wait_for(lock, must_end, [&] { return ready; }));
     lock.unlock();
     notifier.join();
   }
@@ -675,7 +730,7 @@ TEST_CASE("faults: an EINTR storm interrupts every blocking call; each retries a
   SUBCASE("atfork_registry: a prepare that refuses makes fork() back off and retry through the storm") {
     int refusals = 0;
     auto h = forksafe::atfork_registry::instance().add([&] { return ++refusals > 5; }, nullptr, nullptr);
-    CHECK(fork_call({.timeout = 10s}, [] { return 9; }).get() == 9);
+    CHECK(fork_call({.timeout = must_end}, [] { return 9; }).get() == 9);
     CHECK(refusals == 6);
   }
 

@@ -22,6 +22,7 @@ using forksafe::basic_fork_safe_shared_mutex;
 using forksafe::fork_policy;
 using forksafe_test::kind;
 using forksafe_test::run_in_child;
+using forksafe_test::run_in_child_expected_to_hang;
 
 using quiesce_mutex = basic_fork_safe_mutex<fork_policy::quiesce>;
 using reset_mutex = basic_fork_safe_mutex<fork_policy::reset>;
@@ -114,7 +115,26 @@ TEST_CASE_TEMPLATE("fork_safe_mutex: excludes under contention from 4 threads", 
 
 // ---- the policy table: a lock another thread holds at fork() ---------------
 
-// A thread that takes `m`, tells it holds it, and keeps it until released.
+// Set by a test right before it forks, for lock holders that let go only
+// once the forking thread is seen asleep (in the fork, waiting for them; or,
+// when the fork does not wait, in the wait for its child): they look only
+// from then on, since before it the forking thread may sleep elsewhere (in
+// creating another holder's thread, say).
+struct fork_announcement {
+  const pid_t forker = forksafe_test::current_thread_id();
+  std::atomic<bool> forking{false};
+  // In a holder's thread: returns once the fork is under way (or the
+  // fallback limit passed, see wait_until_blocked).
+  void wait_for_fork() const {
+    while (!forking) std::this_thread::yield();
+    (void)forksafe_test::wait_until_blocked(forker);
+  }
+};
+
+// A thread that takes `m`, tells it holds it, and keeps it until released,
+// or, given a fork_announcement, until the fork is under way (see there):
+// so a fork is known to meet the lock held, where a hold of 30 ms assumed
+// the fork came sooner.
 template <class M>
 struct holder {
   M& m;
@@ -122,13 +142,13 @@ struct holder {
   std::atomic<bool> release{false};
   int data_a = 0, data_b = 0; // updated in two steps under the lock
   std::thread t;
-  explicit holder(M& mutex, std::chrono::microseconds hold_for = 0us) : m(mutex) {
-    t = std::thread([this, hold_for] {
+  explicit holder(M& mutex, const fork_announcement* until_fork = nullptr) : m(mutex) {
+    t = std::thread([this, until_fork] {
       m.lock();
       data_a = 1;
       holding = true;
-      if (hold_for > 0us) {
-        std::this_thread::sleep_for(hold_for);
+      if (until_fork != nullptr) {
+        until_fork->wait_for_fork();
       } else {
         while (!release) std::this_thread::sleep_for(100us);
       }
@@ -146,7 +166,9 @@ struct holder {
 TEST_CASE_TEMPLATE("quiesce: the fork waits for the critical section; the child gets the lock free and the data whole",
                    M, quiesce_mutex, quiesce_shared) {
   M m;
-  holder<M> h(m, 30ms);
+  fork_announcement fork;
+  holder<M> h(m, &fork);
+  fork.forking = true;
   const auto child = run_in_child([&] {
     if (!m.try_lock()) return 1;
     return h.data_a == h.data_b ? 0 : 2; // no update was in progress
@@ -224,17 +246,18 @@ TEST_CASE_TEMPLATE("fork_safe_mutex: a lock nobody held is simply free in the ch
 
 // ---- shared mutex: readers ---------------------------------------------------
 
+// A thread that takes a read lock on `m`, as holder does a lock.
 template <class M>
 struct reader {
   M& m;
   std::atomic<bool> holding{false}, release{false};
   std::thread t;
-  explicit reader(M& mutex, std::chrono::microseconds hold_for = 0us) : m(mutex) {
-    t = std::thread([this, hold_for] {
+  explicit reader(M& mutex, const fork_announcement* until_fork = nullptr) : m(mutex) {
+    t = std::thread([this, until_fork] {
       std::shared_lock lk(m);
       holding = true;
-      if (hold_for > 0us) {
-        std::this_thread::sleep_for(hold_for);
+      if (until_fork != nullptr) {
+        until_fork->wait_for_fork();
       } else {
         while (!release) std::this_thread::sleep_for(100us);
       }
@@ -250,7 +273,11 @@ struct reader {
 TEST_CASE_TEMPLATE("fork_safe_shared_mutex: readers that vanished with the fork never block the child's writer", M,
                    quiesce_shared, reset_shared) {
   M m;
-  reader<M> r1(m, 20ms), r2(m, 20ms);
+  // quiesce: the fork waits for both readers; reset: it does not, and they
+  // let go only once it has happened, so in the child they vanished.
+  fork_announcement fork;
+  reader<M> r1(m, &fork), r2(m, &fork);
+  fork.forking = true;
   const auto child = run_in_child(
       [&] {
         m.lock(); // would wait forever for two readers that do not exist here
@@ -301,12 +328,16 @@ TEST_CASE("quiesce: forking while holding a read lock that a writer waits for do
   quiesce_shared m;
   m.lock_shared();
   std::atomic<bool> writer_done{false};
+  std::atomic<pid_t> writer_id{0};
   std::thread writer([&] {
+    writer_id = forksafe_test::current_thread_id();
     m.lock(); // waits for our read lock
     m.unlock();
     writer_done = true;
   });
-  std::this_thread::sleep_for(20ms); // let the writer start waiting
+  // The writer is asleep in lock(), waiting: seen, not assumed from a sleep.
+  while (writer_id.load() == 0) std::this_thread::yield();
+  (void)forksafe_test::wait_until_blocked(writer_id.load());
   const auto child = run_in_child(
       [&] {
         m.unlock_shared();
@@ -354,7 +385,9 @@ TEST_CASE("seed program: with std::mutex the harness catches stuck children (neg
 TEST_CASE_TEMPLATE("seed program: 300 forks, no child stuck", M, quiesce_mutex, reset_mutex, quiesce_shared,
                    reset_shared) {
   M m;
-  const auto r = forksafe_test::run_seed_program(m, 300);
+  // Every child must end by the deadline: scaled (the negative control's
+  // stays short: its stuck children never end).
+  const auto r = forksafe_test::run_seed_program(m, 300, forksafe_test::scaled(1000ms));
   CHECK(r.stuck == 0);
   CHECK(r.exited(0) == r.forks);
 }
@@ -362,7 +395,8 @@ TEST_CASE_TEMPLATE("seed program: 300 forks, no child stuck", M, quiesce_mutex, 
 TEST_CASE_TEMPLATE("seed program: 300 forks with poison, no child stuck and poison observed", M, poison_mutex,
                    poison_shared) {
   M m;
-  const auto r = forksafe_test::run_seed_program(m, 300, forksafe_test::lock_or_report_poison(m));
+  const auto r = forksafe_test::run_seed_program(m, 300, forksafe_test::lock_or_report_poison(m),
+                                                 forksafe_test::scaled(1000ms)); // every child must end: scaled
   MESSAGE("poison: ", r.exited(3), " of ", r.forks, " children saw fork_poisoned");
   CHECK(r.stuck == 0);
   CHECK(r.exited(3) > 0);
@@ -375,7 +409,9 @@ namespace {
 // In a sandbox child: quiesce mutexes A (older, so earlier in the fork list)
 // and B; a thread takes both with no pause between rounds, A then B or B
 // then A, while this thread forks `forks` children that each take both.
-// Exit 0 when every child finished within 5 s and the thread made progress.
+// Exit 0 when every child finished within 5 s (scaled) and the thread, busy
+// before the first fork, still makes progress after the last (a thread left
+// stuck keeps the sandbox child from ending: its deadline reports it).
 forksafe_test::outcome forks_against_two_locks(bool b_first, int forks) {
   return run_in_child(
       [b_first, forks] {
@@ -391,6 +427,7 @@ forksafe_test::outcome forks_against_two_locks(bool b_first, int forks) {
             rounds.fetch_add(1, std::memory_order_relaxed);
           }
         });
+        while (rounds.load() == 0) std::this_thread::yield(); // contending from the first fork on
         int bad = 0;
         for (int i = 0; i < forks; ++i) {
           const auto c = run_in_child(
@@ -401,6 +438,8 @@ forksafe_test::outcome forks_against_two_locks(bool b_first, int forks) {
               5s);
           bad += c.exited_with(0) ? 0 : 1;
         }
+        const long after_forks = rounds.load();
+        while (rounds.load() == after_forks) std::this_thread::yield(); // counted, not timed
         stop = true;
         t.join();
         return bad == 0 && rounds.load() > 0 ? 0 : 1;
@@ -425,13 +464,22 @@ TEST_CASE("quiesce: a thread holding B that waits for A, which a failed fork pas
 // domain (created with the first quiesce lock), so its prepare runs after the
 // domain has taken every quiesce lock for the fork: a window in which another
 // thread can block on a lock held under the fork's tag.
+// The prepare waits until the thread is seen asleep on the lock (or has it
+// already), where a 50 ms sleep assumed it got there in that time.
 std::atomic<bool> slow_prepare_armed{false};
 std::atomic<bool> in_slow_prepare{false};
+std::atomic<pid_t> slow_prepare_waiter{0};     // the thread that blocks on the lock
+std::atomic<bool> slow_prepare_waiter_done{false};
 const forksafe::atfork_handle slow_prepare = forksafe::atfork_registry::instance().add(
     [] {
       if (!slow_prepare_armed) return;
       in_slow_prepare = true;
-      std::this_thread::sleep_for(50ms);
+      // Allocates nothing: this runs inside fork().
+      const auto until = std::chrono::steady_clock::now() + forksafe_test::scaled(10s); // a fallback, see wait_until_blocked
+      while (!slow_prepare_waiter_done && !forksafe_test::thread_is_blocked(slow_prepare_waiter) &&
+             std::chrono::steady_clock::now() < until) {
+        std::this_thread::yield();
+      }
     },
     nullptr, nullptr);
 
@@ -439,16 +487,24 @@ TEST_CASE_TEMPLATE("quiesce: a thread blocked on a lock taken for the fork gets 
                    quiesce_mutex, quiesce_shared) {
   M m;
   std::atomic<bool> got_it{false};
-  slow_prepare_armed = true;
+  std::atomic<bool> started{false};
+  slow_prepare_waiter_done = false;
   std::thread t([&] {
+    slow_prepare_waiter = forksafe_test::current_thread_id();
+    started = true;
     while (!in_slow_prepare) std::this_thread::yield();
     std::lock_guard g(m); // taken under the fork's tag right now
     got_it = true;
+    slow_prepare_waiter_done = true;
   });
+  while (!started) std::this_thread::yield();
+  slow_prepare_armed = true;
   const auto child = run_in_child([&] { return m.try_lock() ? 0 : 1; });
   slow_prepare_armed = false;
   in_slow_prepare = false;
-  for (int i = 0; i < 5000 && !got_it; ++i) std::this_thread::sleep_for(1ms); // a hang shows as false
+  // A hang shows as false, after a generous (scaled) wait.
+  const auto until = std::chrono::steady_clock::now() + forksafe_test::scaled(5s);
+  while (!got_it && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
   CHECK(got_it);
   t.join();
   CHECK(child.exited_with(0));
@@ -456,21 +512,41 @@ TEST_CASE_TEMPLATE("quiesce: a thread blocked on a lock taken for the fork gets 
 
 // ---- condition variable -----------------------------------------------------
 
+// Returns once `n` threads wait on a condition variable with `m`: each
+// counted itself in `waiting` (guarded by `m`) when it first evaluated its
+// predicate, under `m`, and it lets `m` go only inside wait(). So once this
+// thread holds `m` and sees `n`, all of them are in wait().
+template <class Mutex>
+void all_waiting(Mutex& m, const int& waiting, int n) {
+  for (;;) {
+    {
+      const std::lock_guard<Mutex> g(m);
+      if (waiting == n) return;
+    }
+    std::this_thread::yield();
+  }
+}
+
 TEST_CASE_TEMPLATE("fork_safe_condition_variable: wait, wait_for, wait_until, notify_one, notify_all", M,
                    quiesce_mutex, reset_mutex, poison_mutex) {
   M m;
   forksafe::fork_safe_condition_variable cv;
   int stage = 0;
+  int waiting = 0; // guarded by m: waiters that evaluated their predicate once
   std::vector<std::thread> waiters;
   std::atomic<int> woke{0};
   for (int i = 0; i < 3; ++i) {
     waiters.emplace_back([&] {
       std::unique_lock lk(m);
-      cv.wait(lk, [&] { return stage >= 1; });
+      cv.wait(lk, [&, counted = false]() mutable {
+        if (!counted) ++waiting;
+        counted = true;
+        return stage >= 1;
+      });
       woke.fetch_add(1);
     });
   }
-  std::this_thread::sleep_for(10ms);
+  all_waiting(m, waiting, 3);
   {
     std::lock_guard g(m);
     stage = 1;
@@ -488,11 +564,11 @@ TEST_CASE_TEMPLATE("fork_safe_condition_variable: wait, wait_for, wait_until, no
 
   std::thread notifier([&] {
     std::this_thread::sleep_for(5ms);
-    std::lock_guard g(m);
+    std::lock_guard g(m); // only once the wait below released m: the notify finds it waiting
     stage = 2;
     cv.notify_one();
   });
-  CHECK(cv.wait_until(lk, std::chrono::steady_clock::now() + 5s, [&] { return stage == 2; }));
+  CHECK(cv.wait_until(lk, std::chrono::steady_clock::now() + forksafe_test::scaled(5s), [&] { return stage == 2; }));
   lk.unlock();
   notifier.join();
 }
@@ -501,14 +577,19 @@ TEST_CASE("fork_safe_condition_variable: a child never hangs on waiters that exi
   forksafe::fork_safe_mutex m;
   auto* cv = new forksafe::fork_safe_condition_variable;
   bool done = false;
+  int waiting = 0; // guarded by m
   std::vector<std::thread> waiters;
   for (int i = 0; i < 3; ++i) {
     waiters.emplace_back([&] {
       std::unique_lock lk(m);
-      cv->wait(lk, [&] { return done; });
+      cv->wait(lk, [&, counted = false]() mutable {
+        if (!counted) ++waiting;
+        counted = true;
+        return done;
+      });
     });
   }
-  std::this_thread::sleep_for(20ms); // all three are waiting
+  all_waiting(m, waiting, 3); // all three are waiting: known, not assumed from a sleep
   const auto child = run_in_child(
       [&] {
         cv->notify_one();
@@ -542,12 +623,20 @@ TEST_CASE("std::condition_variable: destroying it in a child with inherited wait
   std::mutex m;
   auto* cv = new std::condition_variable;
   bool done = false;
+  int waiting = 0; // guarded by m
   std::thread waiter([&] {
     std::unique_lock lk(m);
-    cv->wait(lk, [&] { return done; });
+    cv->wait(lk, [&, counted = false]() mutable {
+      if (!counted) ++waiting;
+      counted = true;
+      return done;
+    });
   });
-  std::this_thread::sleep_for(20ms);
-  const auto child = run_in_child([&] { delete cv; }, 500ms);
+  // The waiter is in wait() before the fork: known, so the hang is certain
+  // (after a 20 ms sleep a loaded machine might not have got it there, and
+  // the child's delete would find no waiter and return).
+  all_waiting(m, waiting, 1);
+  const auto child = run_in_child_expected_to_hang([&] { delete cv; }, 500ms);
   CHECK(child.how == kind::timed_out);
   {
     std::lock_guard g(m);

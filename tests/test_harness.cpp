@@ -9,12 +9,14 @@
 #include <mutex>   // std::mutex: the negative control
 #include <thread>  // the lock-holding thread
 
-#include <fcntl.h>  // O_NONBLOCK
-#include <unistd.h> // pipe, read, write
+#include <fcntl.h>    // O_NONBLOCK
+#include <sys/wait.h> // waitid(WNOWAIT): a zombie left in place
+#include <unistd.h>   // pipe, read, write
 
 using namespace std::chrono_literals;
 using forksafe_test::kind;
 using forksafe_test::run_in_child;
+using forksafe_test::run_in_child_expected_to_hang;
 
 TEST_CASE("harness: reports a child that returns normally as exited 0") {
   const auto outcome = run_in_child([] {});
@@ -36,32 +38,29 @@ TEST_CASE("harness: reports a child whose body throws with the documented exit c
   CHECK(outcome.exited_with(forksafe::detail::spawn_options{}.exit_code_on_exception));
 }
 
-// The seed's program with std::mutex: a thread loops lock / sleep / unlock
-// while the main thread forks; the child's first lock never returns. The
-// fork happens while the other thread is known to hold the mutex, so the hang
-// is certain rather than likely.
+// The seed's deadlock with std::mutex: another thread holds the mutex at the
+// fork; the child's first lock never returns. The thread keeps the mutex
+// until the child has been judged, so the fork is known to happen while it
+// is held and the hang is certain rather than likely (a thread looping
+// lock / sleep 2 ms / unlock would leave a loaded machine room to fork
+// between two holds).
 TEST_CASE("harness: reports the seed's std::mutex deadlock as timed out (negative control)") {
   std::mutex m;
   std::atomic<bool> held{false};
-  std::atomic<bool> stop{false};
+  std::atomic<bool> release{false};
   std::thread holder([&] {
-    while (!stop.load()) {
-      m.lock();
-      held.store(true);
-      std::this_thread::sleep_for(2ms);
-      held.store(false);
-      m.unlock();
-      std::this_thread::sleep_for(100us);
-    }
+    const std::lock_guard<std::mutex> lock(m);
+    held.store(true);
+    while (!release.load()) std::this_thread::sleep_for(100us);
   });
   while (!held.load()) std::this_thread::yield();
-  const auto outcome = run_in_child(
+  const auto outcome = run_in_child_expected_to_hang(
       [&] {
         m.lock();
         m.unlock();
       },
       300ms);
-  stop.store(true);
+  release.store(true);
   holder.join();
   CHECK(outcome.how == kind::timed_out);
   CHECK(outcome.value == SIGKILL);
@@ -92,7 +91,7 @@ TEST_CASE("harness: leaves no zombie and no descriptor behind") {
   const int fds_before = forksafe_test::count_open_fds();
   for (int i = 0; i < 20; ++i) {
     (void)run_in_child([] {});
-    (void)run_in_child([] { ::pause(); }, 20ms);
+    (void)run_in_child_expected_to_hang([] { ::pause(); }, 20ms);
   }
   CHECK(forksafe_test::count_zombie_children() == 0);
   CHECK(forksafe_test::count_open_fds() == fds_before);
@@ -102,12 +101,11 @@ TEST_CASE("harness: the zombie counter sees a zombie (it can fail)") {
   const pid_t pid = ::fork();
   if (pid == 0) ::_exit(0);
   REQUIRE(pid > 0);
-  int zombies = 0;
-  for (int i = 0; i < 200 && zombies == 0; ++i) {
-    std::this_thread::sleep_for(5ms);
-    zombies = forksafe_test::count_zombie_children();
-  }
-  CHECK(zombies == 1);
+  // WNOWAIT: returns once the child has ended, and leaves it a zombie: no
+  // guess at how long its exit takes.
+  siginfo_t info{};
+  REQUIRE(::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) == 0);
+  CHECK(forksafe_test::count_zombie_children() == 1);
   ::waitpid(pid, nullptr, 0);
   CHECK(forksafe_test::count_zombie_children() == 0);
 }

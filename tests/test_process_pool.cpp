@@ -8,6 +8,7 @@
 
 #include <array>     // large results
 #include <atomic>    // counters
+#include <cerrno>    // errno: a task's read of the gate
 #include <cstdlib>   // std::abort
 #include <cstring>   // std::memset: the leak control
 #include <future>    // std::async: the seed's inner pool
@@ -152,7 +153,9 @@ TEST_CASE("process_pool: a task that throws arrives with its type and message; i
 }
 
 TEST_CASE("process_pool: a task over its timeout is killed with its worker and fails as timed out; the pool goes on") {
-  process_pool pool(1, {.task_timeout = 200ms});
+  // One timeout for both tasks: it must fire for the one that never ends and
+  // never for `next`, on a fresh worker on a loaded machine: generous, scaled.
+  process_pool pool(1, {.task_timeout = forksafe_test::scaled(1s)});
   auto slow = pool.submit([] {
     ::pause();
     return 1;
@@ -186,7 +189,7 @@ TEST_CASE("process_pool: kill() and native_handle() on a pool task") {
   while (r.pid() < 0) std::this_thread::sleep_for(1ms); // dispatched
   r.kill(SIGTERM);
   pollfd p{r.native_handle(), POLLIN, 0};
-  CHECK(::poll(&p, 1, 5000) == 1);
+  CHECK(::poll(&p, 1, static_cast<int>(forksafe_test::scaled(5s).count())) == 1);
   try {
     (void)r.get();
     FAIL("no error");
@@ -219,7 +222,9 @@ TEST_CASE("process_pool: shutdown finishes queued tasks; a stuck task is killed 
   std::vector<forksafe::process_result<int>> done;
   forksafe::process_result<int> stuck;
   {
-    process_pool pool(1, {.shutdown_deadline = 300ms});
+    // The deadline must pass the ten queued tasks on a loaded machine and
+    // still end the stuck one: generous, scaled.
+    process_pool pool(1, {.shutdown_deadline = forksafe_test::scaled(1s)});
     for (int i = 0; i < 10; ++i) done.push_back(pool.submit(square, i));
     stuck = pool.submit([] {
       ::pause();
@@ -246,15 +251,20 @@ TEST_CASE("process_pool: destroying the pool while another thread waits in get()
       return 0;
     });
     std::atomic<bool> timed_out{false};
+    std::atomic<pid_t> waiter_id{0};
     std::thread waiter([&] {
+      waiter_id = forksafe_test::current_thread_id();
       try {
         (void)r.get();
       } catch (const child_error& e) {
         timed_out = e.timed_out();
       }
     });
-    std::this_thread::sleep_for(1ms); // the waiter is in get(), on the worker's slot
-    pool.reset();                     // kills the busy worker at the deadline, ends the workers
+    while (waiter_id.load() == 0) std::this_thread::yield();
+    // The waiter is in get(), asleep on the task's slot: seen, not assumed
+    // from a 1 ms sleep.
+    (void)forksafe_test::wait_until_blocked(waiter_id.load());
+    pool.reset(); // kills the busy worker at the deadline, ends the workers
     waiter.join();
     ended += timed_out ? 1 : 0;
   }
@@ -273,9 +283,15 @@ TEST_CASE("process_pool: two threads shutting down one pool at once both return;
 }
 
 TEST_CASE("process_pool: a forked child that uses or destroys its copy of the pool leaves the owner's pool alone") {
+  // The task runs until the gate opens, after the forked child is done: it is
+  // known to run while the child acts (a 200 ms sleep assumed the child took
+  // less). Made before the pool: its worker inherits it.
+  const forksafe_test::gate g;
   std::optional<process_pool> pool(std::in_place, 1);
-  auto running = pool->submit([] {
-    std::this_thread::sleep_for(200ms);
+  auto running = pool->submit([fd = g.fds[0]] {
+    char c;
+    while (::read(fd, &c, 1) < 0 && errno == EINTR) {
+    }
     return 5;
   });
   const auto child = forksafe_test::run_in_child([&] {
@@ -295,6 +311,8 @@ TEST_CASE("process_pool: a forked child that uses or destroys its copy of the po
     return code;
   });
   CHECK(child.exited_with(0));
+  CHECK_FALSE(running.ready()); // the child's kill did not reach the worker
+  g.open();
   CHECK(running.get() == 5);
   // The same worker runs the next task: nothing told it to exit.
   const pid_t worker = running.pid();
@@ -320,7 +338,9 @@ TEST_CASE("process_pool: without pidfds (pidfd_open refused), crashes, timeouts 
           }
           if (pool.submit(square, 7).get() != 49) return 25;
         }
-        process_pool pool(1, {.task_timeout = 300ms});
+        // Fires for the task that never ends, must not for the next one on a
+        // fresh worker of a loaded machine: generous, scaled.
+        process_pool pool(1, {.task_timeout = forksafe_test::scaled(1s)});
         try {
           (void)pool.submit([] {
                       ::pause();

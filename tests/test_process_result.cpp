@@ -68,14 +68,23 @@ using forksafe_test::scoped_signal;
 
 namespace {
 
-// Every call gets a generous timeout, so a bug shows as a failure, not a hang.
-const fork_options bounded{.timeout = 20s};
+// Every call gets a generous timeout, so a bug shows as a failure, not a
+// hang; scaled, so a slow build or a loaded machine never trips it.
+const fork_options bounded{.timeout = forksafe_test::scaled(20s)};
 
 using clock_type = std::chrono::steady_clock;
 
 double elapsed_seconds(clock_type::time_point since) {
   return std::chrono::duration<double>(clock_type::now() - since).count();
 }
+
+// `seconds` stretched by forksafe_test::time_scale(), for an upper bound on
+// an elapsed time whose point is to catch a hang (a wait that should not
+// have happened), never to measure speed.
+double scaled_seconds(double seconds) { return seconds * forksafe_test::time_scale(); }
+
+// A poll() timeout in milliseconds, scaled likewise.
+int scaled_poll_ms(std::chrono::milliseconds d) { return static_cast<int>(forksafe_test::scaled(d).count()); }
 
 // ---------------------------------------------------------------------------
 // /proc helpers
@@ -118,12 +127,12 @@ bool eventually_dead(pid_t pid, std::chrono::milliseconds within) {
   return true;
 }
 
-// Reads exactly sizeof(T) bytes from fd, waiting at most 5 s.
+// Reads exactly sizeof(T) bytes from fd, waiting at most 5 s (scaled).
 template <class T>
 bool read_value(int fd, T& out) {
   auto* p = reinterpret_cast<unsigned char*>(&out);
   std::size_t got = 0;
-  const auto until = clock_type::now() + 5s;
+  const auto until = clock_type::now() + forksafe_test::scaled(5s);
   while (got < sizeof(T)) {
     pollfd pfd{fd, POLLIN, 0};
     if (clock_type::now() >= until || ::poll(&pfd, 1, 100) < 0) return false;
@@ -412,13 +421,15 @@ TEST_CASE("fork_call: returns a 1 MiB result through the shared mapping, with no
   const auto start = clock_type::now();
   auto r = fork_call(bounded, [] { return one_mib(17); });
   CHECK(r.get().holds(17));
-  CHECK(elapsed_seconds(start) < 5.0);
+  // A full-pipe deadlock never ends: a generous bound, scaled, catches it
+  // without judging the machine's speed.
+  CHECK(elapsed_seconds(start) < scaled_seconds(5.0));
 }
 
 // Negative control for the test above: 1 MiB written to a pipe by a child
 // whose parent waits for it to exit before reading never finishes.
 TEST_CASE("fork_call: a hand-written pipe transfer of 1 MiB deadlocks (negative control)") {
-  const auto outcome = run_in_child(
+  const auto outcome = forksafe_test::run_in_child_expected_to_hang(
       [] {
         int fds[2];
         if (::pipe(fds) != 0) return 1;
@@ -620,7 +631,7 @@ TEST_CASE("fork_call: a process the callable forks that returns into fork_call d
 TEST_CASE("fork_call: a child that exceeds its timeout is killed, reaped and reported as timed out") {
   const auto start = clock_type::now();
   auto r = fork_call({.timeout = 200ms}, [] {
-    std::this_thread::sleep_for(30s);
+    std::this_thread::sleep_for(forksafe_test::scaled(30s)); // past the bound below: a kill that never came shows
     return 1;
   });
   try {
@@ -636,14 +647,19 @@ TEST_CASE("fork_call: a child that exceeds its timeout is killed, reaped and rep
   }
   const double took = elapsed_seconds(start);
   CHECK(took >= 0.19);
-  CHECK(took < 5.0);
+  CHECK(took < scaled_seconds(5.0)); // killed at its timeout, not at the end of its sleep
   CHECK(count_zombie_children() == 0);
   CHECK(process_is_dead(r.pid()));
 }
 
 TEST_CASE("fork_call: a value delivered before the timeout wins over it") {
   auto r = fork_call({.timeout = 300ms}, [] { return 3; });
-  std::this_thread::sleep_for(400ms); // the timeout passes before anyone waits
+  // The child has ended (waitid with WNOWAIT leaves it for the handle to
+  // reap) and the timeout passes before anyone waits: known, not assumed
+  // from a sleep long enough for the child on an idle machine.
+  siginfo_t info{};
+  REQUIRE(::waitid(P_PID, static_cast<id_t>(r.pid()), &info, WEXITED | WNOWAIT) == 0);
+  std::this_thread::sleep_until(r.deadline() + 10ms);
   CHECK(r.get() == 3);
 }
 
@@ -672,14 +688,14 @@ pid_t grandchild_of_timed_out_call(bool own_process_group) {
 
 TEST_CASE("fork_call: with own_process_group the timeout kills the child's descendants too") {
   const pid_t grandchild = grandchild_of_timed_out_call(true);
-  CHECK(eventually_dead(grandchild, 5s));
+  CHECK(eventually_dead(grandchild, forksafe_test::scaled(5s)));
 }
 
 TEST_CASE("fork_call: without own_process_group a descendant survives the timeout (negative control)") {
   const pid_t grandchild = grandchild_of_timed_out_call(false);
-  CHECK_FALSE(eventually_dead(grandchild, 300ms));
+  CHECK_FALSE(eventually_dead(grandchild, 300ms)); // it sleeps 30 s: short is enough
   ::kill(grandchild, SIGKILL);
-  CHECK(eventually_dead(grandchild, 5s));
+  CHECK(eventually_dead(grandchild, forksafe_test::scaled(5s)));
 }
 
 TEST_CASE("fork_call: kill() ends the child, which is reported as killed by that signal") {
@@ -716,14 +732,14 @@ TEST_CASE("fork_call: destroying a handle whose child still runs kills and reaps
   const auto start = clock_type::now();
   {
     auto r = fork_call(bounded, [] {
-      std::this_thread::sleep_for(30s);
+      std::this_thread::sleep_for(forksafe_test::scaled(30s)); // past the bound below and bounded's timeout
       return 1;
     });
     pid = r.pid();
     REQUIRE(pid > 0);
     CHECK_FALSE(r.ready());
   }
-  CHECK(elapsed_seconds(start) < 5.0);
+  CHECK(elapsed_seconds(start) < scaled_seconds(5.0)); // killed, not waited for
   CHECK(count_zombie_children() == 0);
   errno = 0;
   CHECK(::kill(pid, 0) == -1);
@@ -794,7 +810,7 @@ TEST_CASE("fork_call: wait_for and wait_until time out while the child runs and 
   CHECK(r.wait_for(std::chrono::duration<double>(0.01)) == std::future_status::timeout);
   CHECK_FALSE(r.ready());
   g.open();
-  CHECK(r.wait_for(10s) == std::future_status::ready);
+  CHECK(r.wait_for(forksafe_test::scaled(10s)) == std::future_status::ready);
   CHECK(r.ready());
   CHECK(r.wait_for(0s) == std::future_status::ready);
   CHECK(r.wait_until(std::chrono::system_clock::time_point::min()) == std::future_status::ready);
@@ -814,7 +830,7 @@ TEST_CASE("fork_call: native_handle() turns readable when the child is done") {
   REQUIRE(p.fd >= 0);
   CHECK(::poll(&p, 1, 50) == 0);
   g.open();
-  CHECK(::poll(&p, 1, 10'000) == 1);
+  CHECK(::poll(&p, 1, scaled_poll_ms(10s)) == 1);
   CHECK(r.ready());
   CHECK(r.get() == 13);
   CHECK(r.deadline() > clock_type::now());
@@ -839,13 +855,19 @@ TEST_CASE("fork_call: get() retries EINTR under a timer-signal storm") {
 
   int wrong = 0;
   int errors = 0;
-  for (int i = 0; i < 10; ++i) {
+  // At least 10 calls, and more until the storm has struck over 100 times
+  // (a loaded machine delivers fewer ticks per call), at most 1,000: bounded
+  // by counts, not by a time the storm is assumed to need.
+  for (int i = 0; i < 10 || (ticks.load() <= 100 && i < 1'000); ++i) {
     try {
-      auto r = fork_call(bounded, [i] {
-        std::this_thread::sleep_for(20ms);
+      const gate g; // the child answers only once wait_for below has timed out
+      auto r = fork_call(bounded, [&g, i] {
+        g.wait();
+        std::this_thread::sleep_for(20ms); // get() blocks meanwhile, under the storm
         return i;
       });
       CHECK(r.wait_for(1ms) == std::future_status::timeout);
+      g.open();
       if (r.get() != i) ++wrong;
     } catch (...) {
       ++errors;
@@ -860,41 +882,52 @@ TEST_CASE("fork_call: get() retries EINTR under a timer-signal storm") {
   CHECK(ticks.load() > 100);
 }
 
-TEST_CASE("fork_call: a quick call's get() returns at once while a 3-second call runs") {
-  const auto slow_body = [] {
-    std::this_thread::sleep_for(3s);
+TEST_CASE("fork_call: a quick call's get() returns while a slow call still runs") {
+  // The slow calls end only once the gate opens, after both quick get()s
+  // returned: a get() that waited for another call's child would wait until
+  // its own timeout and throw, on any machine (a 3-second sleep instead
+  // needed a bound on how long the quick call took).
+  const gate g;
+  const auto slow_body = [&g] {
+    g.wait();
     return 2;
   };
-  // A quick call, then a 3-second call; then the other way round.
+  // A quick call, then a slow call; then the other way round.
   auto quick = fork_call(bounded, [] { return 1; });
   auto slow = fork_call(bounded, slow_body);
   auto start = clock_type::now();
   CHECK(quick.get() == 1);
-  CHECK(elapsed_seconds(start) < 1.0);
+  MESSAGE("quick get() while a slow call runs: ", elapsed_seconds(start), " s");
   CHECK(slow.wait_for(0s) == std::future_status::timeout);
 
   auto slow2 = fork_call(bounded, slow_body);
   auto quick2 = fork_call(bounded, [] { return 3; });
   start = clock_type::now();
   CHECK(quick2.get() == 3);
-  CHECK(elapsed_seconds(start) < 1.0);
+  MESSAGE("quick get() after a slow call was started: ", elapsed_seconds(start), " s");
+  CHECK(slow2.wait_for(0s) == std::future_status::timeout);
+  g.open();
+  g.open(); // one byte for each slow child
   CHECK(slow.get() == 2);
   CHECK(slow2.get() == 2);
 }
 
 TEST_CASE("fork_call: a descendant holding the result pipe open does not delay get()") {
   // The child's own child inherits the write end of the result pipe and keeps
-  // it open for 3 s: EOF comes late, the result must not.
-  auto r = fork_call({.timeout = 20s, .own_process_group = true}, [] {
+  // it open past the bound below and past the call's timeout (when the group
+  // is killed): EOF comes late, the result must not. All three scaled, so
+  // waiting for EOF is told from not waiting on any machine.
+  const auto holds_for = forksafe_test::scaled(30s);
+  auto r = fork_call({.timeout = forksafe_test::scaled(20s), .own_process_group = true}, [holds_for] {
     if (::fork() == 0) {
-      std::this_thread::sleep_for(3s);
+      std::this_thread::sleep_for(holds_for);
       ::_exit(0);
     }
     return 21;
   });
   const auto start = clock_type::now();
   CHECK(r.get() == 21);
-  CHECK(elapsed_seconds(start) < 1.0);
+  CHECK(elapsed_seconds(start) < scaled_seconds(5.0));
   ::kill(-r.pid(), SIGKILL); // the group outlives the child: end the descendant
 }
 
@@ -906,8 +939,7 @@ TEST_CASE("fork_call: EOF on a pipe a descendant inherited comes late (negative 
   if (child == 0) {
     ::setpgid(0, 0);
     if (::fork() == 0) {
-      std::this_thread::sleep_for(3s);
-      ::_exit(0);
+      for (;;) ::pause(); // holds the write end until killed below, however slow the machine
     }
     (void)!::write(fds[1], "r", 1);
     ::_exit(0);
@@ -1001,7 +1033,7 @@ TEST_CASE("fork_call: reports result lost when a foreign waitpid(-1) reaped a ch
   foreign_reaped.store(0);
   const scoped_signal restore(SIGCHLD, foreign_reaper());
   auto r = fork_call(bounded, []() -> int { ::_exit(3); });
-  const auto until = clock_type::now() + 5s;
+  const auto until = clock_type::now() + forksafe_test::scaled(5s);
   while (foreign_reaped.load() == 0 && clock_type::now() < until) std::this_thread::sleep_for(1ms);
   REQUIRE(foreign_reaped.load() == 1);
   try {
@@ -1055,9 +1087,13 @@ TEST_CASE("fork_call: the parent flushes C stdio before fork, so buffered output
 namespace {
 // In a child of its own with stdout sent to `path`: a thread prints numbered
 // lines while the test's thread forks 200 children with `fork_child`, each
-// fork() 50 µs after the flush before it. Returns
-// how many lines the file holds more than once (capped at 100), or 101+ for
-// a setup failure.
+// fork() only once the printer has printed two more lines after the flush
+// before it. The printer's work is counted, not timed: 50 lines per fork,
+// printed whenever it runs (amid the flush, the fork, the child), plus the
+// two the fork waits for; then it idles. (Printing without pause made the
+// output, and the time to read it back, grow with how slow the forks were:
+// 80 s under a loaded ASan run.) Returns how many lines the file holds more
+// than once (capped at 100), or 101+ for a setup failure.
 template <class ForkChild>
 int lines_printed_twice(const std::string& path, ForkChild fork_child) {
   const auto outcome = run_in_child(
@@ -1065,16 +1101,35 @@ int lines_printed_twice(const std::string& path, ForkChild fork_child) {
         const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
         if (fd < 0 || ::dup2(fd, STDOUT_FILENO) < 0) return 101;
         ::close(fd);
-        // Every fork() waits 50 µs in a prepare handler, after the flush:
-        // room for the printer to buffer lines the child inherits.
+        // Every fork() waits in a prepare handler, after the flush, until
+        // the printer has printed two more lines: lines buffered for the
+        // child to inherit, known rather than hoped for from a 50 µs sleep
+        // (on a loaded machine the printer may not run in that time).
+        std::atomic<long> printed{0};
+        std::atomic<long> allowed{0}; // lines the printer may print so far
         const auto widen = forksafe::atfork_registry::instance().add(
-            [] { std::this_thread::sleep_for(50us); }, nullptr, nullptr);
+            [&printed, &allowed] {
+              const long seen = printed.load();
+              allowed.fetch_add(2);
+              while (printed.load() < seen + 2) std::this_thread::yield();
+            },
+            nullptr, nullptr);
         std::atomic<bool> stop{false};
         std::thread printer([&] {
-          for (long n = 0; !stop.load(std::memory_order_relaxed); ++n) std::printf("line %ld\n", n);
+          for (long n = 0; !stop.load(std::memory_order_relaxed);) {
+            if (n < allowed.load()) {
+              std::printf("line %ld\n", n++);
+              printed.fetch_add(1);
+            } else {
+              std::this_thread::sleep_for(20us); // idle until more lines are allowed
+            }
+          }
         });
         int failed = 0;
-        for (int i = 0; i < 200; ++i) failed += fork_child() ? 0 : 1;
+        for (int i = 0; i < 200; ++i) {
+          allowed.fetch_add(50);
+          failed += fork_child() ? 0 : 1;
+        }
         stop = true;
         printer.join();
         std::fflush(stdout);
@@ -1330,7 +1385,7 @@ TEST_CASE("fork_call: still delivers, crashes and times out correctly when no pi
       });
       if (r.native_handle() < 0) rc = 30;
       pollfd p{r.native_handle(), POLLIN, 0};
-      if (rc == 0 && ::poll(&p, 1, 10'000) != 1) rc = 31; // the pipe turns readable
+      if (rc == 0 && ::poll(&p, 1, scaled_poll_ms(10s)) != 1) rc = 31; // the pipe turns readable
       if (rc == 0 && r.get() != 77) rc = 32;
       for (int fd : fillers) ::close(fd); // room for the /proc scan
       fillers.clear();

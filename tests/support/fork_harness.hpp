@@ -14,6 +14,13 @@
 //
 // A child body must not use doctest assertions: report through the exit
 // code (return an int) and check the outcome in the parent.
+//
+// No outcome may depend on how fast the machine runs: work is bounded by
+// counts; a deadline that must not fire is stretched by scaled() (slow
+// builds, loaded machines); a negative control whose child hangs for ever
+// uses run_in_child_expected_to_hang, unscaled; and a test that must act
+// while another thread waits sees it waiting (wait_until_blocked) instead of
+// sleeping and assuming it got there.
 
 #ifndef FORKSAFE_TESTS_SUPPORT_FORK_HARNESS_HPP
 #define FORKSAFE_TESTS_SUPPORT_FORK_HARNESS_HPP
@@ -26,20 +33,24 @@
 #include <cerrno>     // errno: the gate's errors
 #include <chrono>     // deadlines
 #include <csignal>    // sigaction: scoped_signal
-#include <cstdlib>    // std::strtol
+#include <cstdio>     // std::snprintf: a /proc path without allocating
+#include <cstdlib>    // std::strtol, std::getenv
+#include <cstring>    // std::strrchr: /proc/self/task/<tid>/stat
 #include <dirent.h>   // /proc scans
 #include <fstream>    // /proc/<pid>/stat
 #include <ostream>    // doctest's StringMaker
 #include <string>     // std::string
 #include <system_error> // std::system_error: the gate's errors
+#include <thread>     // std::this_thread::yield: wait_until_blocked
 #include <vector>     // filler descriptors
 
 #include <fcntl.h>        // open: filler descriptors
 #include <grp.h>          // setgroups: dropping root for RLIMIT_NPROC
 #include <sys/prctl.h>    // PR_SET_DUMPABLE, PR_SET_SECCOMP
 #include <sys/resource.h> // setrlimit
+#include <sys/syscall.h>  // SYS_gettid: current_thread_id
 #include <sys/wait.h>     // waitpid: the RLIMIT_NPROC control
-#include <unistd.h>   // getpid, pipe, read, write
+#include <unistd.h>   // getpid, pipe, read, write, syscall
 
 #if defined(__linux__)
 #include <cstddef>          // offsetof: the seccomp filter
@@ -76,17 +87,96 @@ namespace forksafe_test {
 using outcome = forksafe::detail::child_status;
 using kind = forksafe::detail::child_status::kind;
 
-/// Runs `body` in a forked child and waits at most `deadline` for it to end;
-/// a child still running then is killed with SIGKILL, reaped, and reported
-/// as timed_out.
+/// How many times slower than an optimised build this one runs, for
+/// deadlines that are the point of a test (a hang caught) and must never
+/// fire merely because the machine is slow: 1 for a plain build, 4 under
+/// AddressSanitizer or ThreadSanitizer, FORKSAFE_TEST_TIME_SCALE=N when set
+/// (the valgrind runs set 20). Work is bounded by counts, never by time; only
+/// deadlines are scaled.
+inline double time_scale() {
+  static const double scale = [] {
+    if (const char* s = std::getenv("FORKSAFE_TEST_TIME_SCALE")) {
+      const double v = std::strtod(s, nullptr);
+      if (v >= 1) return v;
+    }
+    return FORKSAFE_TEST_ASAN || FORKSAFE_TEST_TSAN ? 4.0 : 1.0;
+  }();
+  return scale;
+}
+
+/// `d` stretched by time_scale(): a deadline generous on any machine.
+inline std::chrono::milliseconds scaled(std::chrono::milliseconds d) {
+  return std::chrono::milliseconds(static_cast<long long>(static_cast<double>(d.count()) * time_scale()));
+}
+
+namespace detail {
+// run_in_child's and run_in_child_expected_to_hang's one body: `deadline`
+// as given, counted from just after the fork.
 template <class Body>
-outcome run_in_child(Body&& body, std::chrono::milliseconds deadline = std::chrono::seconds(10)) {
+outcome run_until(Body&& body, std::chrono::milliseconds deadline) {
   forksafe::detail::spawn_options options;
   options.default_all_handlers = true; // doctest's SIGTERM/SIGINT handlers must not report from a child
   auto child = forksafe::detail::child_process::spawn(std::forward<Body>(body), options);
   const auto& status = child.wait_until(std::chrono::steady_clock::now() + deadline);
   if (status.ended()) return status;
   return child.kill_and_reap(SIGKILL);
+}
+} // namespace detail
+
+/// Runs `body` in a forked child and waits at most `deadline` (scaled with
+/// scaled()) for it to end; a child still running then is killed with
+/// SIGKILL, reaped, and reported as timed_out. For a child that is meant to
+/// end: the deadline only turns a hang into a failure.
+template <class Body>
+outcome run_in_child(Body&& body, std::chrono::milliseconds deadline = std::chrono::seconds(10)) {
+  return detail::run_until(std::forward<Body>(body), scaled(deadline));
+}
+
+/// As run_in_child, but `deadline` is not scaled: for a negative control
+/// whose child is expected to hang for ever, where any deadline gives the
+/// same outcome (timed_out) and a scaled one would only cost time.
+template <class Body>
+outcome run_in_child_expected_to_hang(Body&& body, std::chrono::milliseconds deadline) {
+  return detail::run_until(std::forward<Body>(body), deadline);
+}
+
+/// The calling thread's kernel id (what /proc/self/task/ lists).
+inline pid_t current_thread_id() noexcept { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+/// Whether thread `tid` of this process sleeps in the kernel (state S or D
+/// in /proc/self/task/<tid>/stat): a thread that announced it is about to
+/// block in a call is then inside that call. Allocates nothing (open and
+/// read into a stack buffer), so a prepare handler may call it mid-fork.
+inline bool thread_is_blocked(pid_t tid) noexcept {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/task/%ld/stat", static_cast<long>(tid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char line[1024];
+  const ssize_t n = ::read(fd, line, sizeof line - 1);
+  ::close(fd);
+  if (n <= 0) return false;
+  line[n] = '\0';
+  // Format: tid (comm) state ...; comm may hold ')', so take the last one.
+  const char* close = std::strrchr(line, ')');
+  if (close == nullptr || close[1] != ' ') return false;
+  return close[2] == 'S' || close[2] == 'D';
+}
+
+/// Waits (yielding) until thread `tid` is seen blocked in the kernel, for a
+/// test that must act while another thread waits (in a lock, in fork()'s
+/// wait for a critical section): explicit, where a sleep would assume the
+/// other thread got there in time. True once seen; false after `limit`, a
+/// fallback that normally never fires (a wait that spins instead of
+/// sleeping), so the test goes on, with the order no longer known, instead
+/// of hanging. Allocates nothing.
+inline bool wait_until_blocked(pid_t tid, std::chrono::milliseconds limit = scaled(std::chrono::seconds(10))) noexcept {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!thread_is_blocked(tid)) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::yield();
+  }
+  return true;
 }
 
 /// Number of entries in /proc/self/fd (descriptors this process holds).
