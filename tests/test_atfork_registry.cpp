@@ -177,24 +177,32 @@ TEST_CASE("atfork_registry: try-lock handlers survive a lock-order inversion: 1,
 }
 
 TEST_CASE("atfork_registry: blocking handlers in the inverted order deadlock the fork (negative control)") {
-  const auto outcome = sandboxed(
+  // One fork, made certain to deadlock: the thread holds A and takes B only
+  // once B's prepare holds B; A's prepare (it runs after B's: newer first)
+  // then waits for A for ever.
+  const auto outcome = forksafe_test::run_in_child_expected_to_hang(
       [] {
-        inversion s;
-        auto ha = atfork_registry::instance().add([&] { s.a.lock(); }, [&] { s.a.unlock(); },
-                                                  [&] { s.a.unlock(); });
+        std::mutex a, b;
+        std::atomic<bool> a_held{false}, b_taken{false};
+        auto ha = atfork_registry::instance().add([&] { a.lock(); }, [&] { a.unlock(); }, [&] { a.unlock(); });
         auto hb = atfork_registry::instance().add(
             [&] {
-              s.b.lock();
-              std::this_thread::sleep_for(50us); // widen the window the thread needs to take A
+              b.lock();
+              b_taken = true;
             },
-            [&] { s.b.unlock(); }, [&] { s.b.unlock(); });
-        std::thread t = s.spinner();
-        const int rc = fork_many_checking_locks_free(s, 1000);
-        s.stop = true;
+            [&] { b.unlock(); }, [&] { b.unlock(); });
+        std::thread t([&] {
+          std::lock_guard la(a);
+          a_held = true;
+          while (!b_taken) std::this_thread::yield();
+          std::lock_guard lb(b); // holds A, wants B
+        });
+        while (!a_held) std::this_thread::yield();
+        const int rc = run_in_child([] { return 0; }).exited_with(0) ? 0 : 1;
         t.join();
         return rc;
       },
-      3s);
+      2s);
   // Under TSan its deadlock detector may see both lock orders before the
   // deadlock happens and end the sandbox with a lock-order-inversion report
   // (SIGABRT, halt_on_error): the same deadlock, caught by another judge.
@@ -232,13 +240,17 @@ TEST_CASE("atfork_registry: removing from another thread during a fork waits unt
   std::atomic<bool> in_prepare{false};
   std::atomic<bool> parent_ran{false};
   std::atomic<bool> parent_ran_before_reset_returned{false};
+  std::atomic<pid_t> remover_id{0};
   auto h = atfork_registry::instance().add(
       [&] {
         in_prepare = true;
-        std::this_thread::sleep_for(50ms); // the remover is blocked meanwhile
+        // Until the remover is seen asleep in reset() (allocates nothing; the
+        // limit is only a fallback against a hang).
+        (void)forksafe_test::wait_until_blocked(remover_id.load());
       },
       [&] { parent_ran = true; }, nullptr);
   std::thread remover([&] {
+    remover_id = forksafe_test::current_thread_id();
     while (!in_prepare) std::this_thread::yield();
     h.reset();
     parent_ran_before_reset_returned = parent_ran.load();

@@ -411,3 +411,32 @@ TEST_CASE("process_pool: code dlopen'ed after the pool started is refused, not c
   ::dlclose(lib);
 }
 #endif
+
+TEST_CASE("process_pool: a task still queued when shutdown's deadline passes is cancelled: it never ran") {
+  forksafe::process_result<int> running, queued;
+  {
+    process_pool pool(1, {.shutdown_deadline = 200ms});
+    running = pool.submit([] {
+      std::this_thread::sleep_for(std::chrono::hours(1));
+      return 1;
+    });
+    queued = pool.submit([] { return 2; });
+    // The first is in the worker (it has the worker's pid) before shutdown.
+    while (running.pid() == -1) std::this_thread::yield();
+  } // shutdown: kills the running task at the deadline, cancels the queued one
+  try {
+    (void)queued.get();
+    FAIL("the queued task ran");
+  } catch (const child_error& e) {
+    CHECK(e.cancelled());
+    CHECK_FALSE(e.lost());
+    CHECK(e.pid() == -1);
+    CHECK(std::string(e.what()) == "the task never ran: it was still queued when the pool shut down");
+  }
+  try {
+    (void)running.get();
+    FAIL("the running task returned");
+  } catch (const child_error& e) {
+    CHECK(e.timed_out());
+  }
+}
