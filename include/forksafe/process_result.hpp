@@ -204,12 +204,17 @@ using call_result_t = std::remove_cv_t<std::invoke_result_t<F, Args...>>;
 /// Options for one fork_call. An aggregate: name what you set,
 /// `fork_call({.timeout = 2s, .own_process_group = true}, f)`.
 struct fork_options {
-  /// How long the child may run, counted from just before fork(). Once it has
-  /// passed, the child is killed with SIGKILL (its whole process group, with
-  /// own_process_group) and reaped, and get() throws child_error with
-  /// timed_out(); a value the child delivered before it was killed still
-  /// wins. Empty: no limit. Zero or negative: the child is killed at the
-  /// first wait. forksafe starts no thread: the timeout is enforced by the
+  /// How long the whole call may take, counted from fork_call: preparing the
+  /// fork (the registry's handlers, which may wait for locks other threads
+  /// hold) and the child's run. If the preparation is not done by then,
+  /// nothing is forked and get() throws child_error with prepare_timed_out().
+  /// Otherwise, once it has passed, the child is killed with SIGKILL (its
+  /// whole process group, with own_process_group) and reaped, and get()
+  /// throws child_error with timed_out() (what() says how long the child ran
+  /// and how long its fork waited first); a value the child delivered before
+  /// it was killed still wins. Empty: no limit (the registry's prepare
+  /// timeout still bounds the preparation). Zero or negative: the child is
+  /// killed at the first wait. forksafe starts no thread: the timeout is enforced by the
   /// handle's waiting and polling members (get, wait, wait_for, wait_until,
   /// ready) and its destructor kills regardless, so a caller that waits on
   /// process_result::native_handle() should wake at deadline() and call ready().
@@ -1279,9 +1284,11 @@ private:
 
 /// Forks; the child runs `std::invoke(f, args...)` and delivers its result.
 /// Returns process_result<R>, R being that call's result type without cv,
-/// once fork() has returned (that fork can wait for atfork_registry prepare
-/// handlers: quiesce locks held by other threads delay it, without limit);
-/// get() waits for the child. `f` and `args` are used in the child only (it
+/// once fork() has returned (that fork waits for the atfork_registry's
+/// handlers: quiesce locks held by other threads delay it, until the call's
+/// timeout or the registry's prepare timeout, whichever comes first; then no
+/// child is made and get() throws child_error, prepare_timed_out()); get()
+/// waits for the child. `f` and `args` are used in the child only (it
 /// owns a copy of the whole address space), so they need not be
 /// serialisable, and a callable may capture anything: only the result
 /// crosses back.
