@@ -670,6 +670,7 @@ probe_run run_probe(const char* env) {
   if (pid == 0) {
     ::dup2(fds[1], 2);
     ::unsetenv("FORKSAFE_SLOW_FORK_MS");
+    ::unsetenv("FORKSAFE_PREPARE_TIMEOUT_MS");
     if (env != nullptr) ::putenv(const_cast<char*>(env));
     ::execl(SLOW_FORK_PROBE_PATH, SLOW_FORK_PROBE_PATH, static_cast<char*>(nullptr));
     ::_exit(127);
@@ -716,4 +717,17 @@ TEST_CASE("FORKSAFE_SLOW_FORK_MS: garbage is ignored with one warning, never a c
     CHECK(r.err.rfind("forksafe: ignoring FORKSAFE_SLOW_FORK_MS=", 0) == 0);
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   }
+}
+
+TEST_CASE("FORKSAFE_PREPARE_TIMEOUT_MS: a fork that cannot be prepared in time goes on, and the line says without what") {
+  // The probe's lock is held 100 ms past the moment the fork is seen waiting.
+  const auto r = run_probe("FORKSAFE_PREPARE_TIMEOUT_MS=20");
+  INFO(r.err);
+  CHECK(r.status == 0);
+  CHECK(r.err.rfind("forksafe: fork() could not be prepared within ", 0) == 0);
+  CHECK(r.err.find("went on without 'probe lock'") != std::string::npos);
+  const auto bad = run_probe("FORKSAFE_PREPARE_TIMEOUT_MS=later");
+  INFO(bad.err);
+  CHECK(bad.status == 0);
+  CHECK(bad.err.rfind("forksafe: ignoring FORKSAFE_PREPARE_TIMEOUT_MS=", 0) == 0);
 }
