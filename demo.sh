@@ -23,7 +23,7 @@ example() {
 echo "Then one small program per component (examples/; CI runs each as a test):"
 echo
 example atfork_registry \
-  "two libraries guard their own locks with try-lock fork handlers; a removed handler stops running"
+  "two libraries guard their own locks with guard() against a thread taking A then B; a removed handler stops running"
 example fork_safe_mutex \
   "children lock a mutex a thread is busy with (quiesce), meet a poisoned one, use a condition variable"
 example fork_call \

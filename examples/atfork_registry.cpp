@@ -2,14 +2,16 @@
 //
 // atfork_registry: fork handlers that can say "not now" and can be removed.
 //
-// Two "libraries", written apart, each guard their own lock with try-lock
-// fork handlers, while a thread takes A and then, holding A, B. Blocking
+// Two "libraries", written apart, each guard their own lock with guard(),
+// while a thread takes A, pauses, then, holding A, takes B. Blocking
 // handlers (pthread_atfork's way: prepare takes B, then A) can deadlock
-// against that thread; here a prepare that finds its lock taken returns
-// false, and the registry undoes the pass, backs off and retries. Every child
-// finds both locks free. fork_generation() is 0 here, 1 in a child, 2 in a
-// grandchild. A handler whose atfork_handle was destroyed never runs again.
-// Exits 0 when all of that happened.
+// against that thread, and try-lock handlers alone starve against it (both
+// locks are almost never free at once); guard() takes the locks with
+// std::lock's algorithm: on a refusal it undoes, blocks on the refuser
+// holding nothing else, keeps it and tries the rest. Every child finds both
+// locks free. fork_generation() is 0 here, 1 in a child, 2 in a grandchild.
+// A handler whose atfork_handle was destroyed never runs again. Exits 0 when
+// all of that happened.
 
 #include <forksafe/atfork_registry.hpp> // atfork_registry, atfork_handle, fork_generation
 #include <forksafe/process_result.hpp>  // fork_call: fork, run in the child, report (with a timeout)
@@ -27,15 +29,13 @@
 
 namespace lib_a {
 std::mutex m; // guards library A's state
-// prepare: take the lock if it is free, else "not now"; parent and child: release it.
-const forksafe::atfork_handle fork_guard = forksafe::atfork_registry::instance().add(
-    [] { return m.try_lock(); }, [] { m.unlock(); }, [] { m.unlock(); });
+// Taken before every fork, given back in parent and child; the name is for slow-fork reports.
+const forksafe::atfork_handle fork_guard = forksafe::atfork_registry::instance().guard(m, "library A");
 } // namespace lib_a
 
 namespace lib_b { // written by someone else, who never heard of lib_a
 std::mutex m;
-const forksafe::atfork_handle fork_guard = forksafe::atfork_registry::instance().add(
-    [] { return m.try_lock(); }, [] { m.unlock(); }, [] { m.unlock(); });
+const forksafe::atfork_handle fork_guard = forksafe::atfork_registry::instance().guard(m, "library B");
 } // namespace lib_b
 
 int main() {
@@ -46,10 +46,9 @@ int main() {
     while (!stop) {
       {
         std::lock_guard a(lib_a::m);
-        std::this_thread::sleep_for(20us);
+        std::this_thread::sleep_for(100us);
         std::lock_guard b(lib_b::m); // holds A, wants B
-      }
-      std::this_thread::sleep_for(20us); // try-lock handlers need a moment when both are free
+      } // and at once takes A again: both are free for a few nanoseconds at a time
     }
   });
   const auto both_locks_free = [] { return lib_a::m.try_lock() && lib_b::m.try_lock(); }; // in each child
