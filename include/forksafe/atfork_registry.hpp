@@ -63,6 +63,7 @@
 #include "detail/config.hpp"
 #include "detail/guard_traits.hpp"
 #include "detail/process_hub.hpp"
+#include "detail/registry.hpp"
 #include "detail/registry_core.hpp"
 #include "detail/registry_entry.hpp"
 

@@ -2,10 +2,14 @@
 //
 // forksafe/forksafe.hpp: every public forksafe header. Include this, or only
 // the component you use:
-//   <forksafe/atfork_registry.hpp>              fork handlers that can be removed, ordered, backed out
+//   <forksafe/atfork_registry.hpp>              fork handlers: removable, ordered, bounded; guard()
 //   <forksafe/fork_safe_mutex.hpp>              mutexes a forked child never hangs on
+//   <forksafe/fork_safe_shared_mutex.hpp>       the reader/writer one
 //   <forksafe/fork_safe_condition_variable.hpp> a condition variable for them
-//   <forksafe/process_result.hpp>               fork_call: run a callable in a child, get its value
+//   <forksafe/trivially_serializable.hpp>       what may cross a process boundary
+//   <forksafe/child_error.hpp>                  how a child ended without a value
+//   <forksafe/fork_call.hpp>                    run a callable in a child, get its value
+//   <forksafe/process_result.hpp>               the handle on that child (or a pool task)
 //   <forksafe/process_pool.hpp>                 pre-forked workers
 //
 // Every forksafe header also defines FORKSAFE_VERSION_MAJOR, _MINOR, _PATCH
@@ -19,9 +23,13 @@
 #include "detail/config.hpp"
 
 #include "atfork_registry.hpp"
+#include "child_error.hpp"
+#include "fork_call.hpp"
 #include "fork_safe_condition_variable.hpp"
 #include "fork_safe_mutex.hpp"
+#include "fork_safe_shared_mutex.hpp"
 #include "process_pool.hpp"
 #include "process_result.hpp"
+#include "trivially_serializable.hpp"
 
 #endif // FORKSAFE_FORKSAFE_HPP

@@ -4,8 +4,8 @@
 // hand back process_result<R>, the same handle fork_call returns.
 //
 // Defines:
-//   pool_options   per-task timeout, tasks per worker, shutdown deadline
-//                  (declared in detail/pool_core.hpp, in namespace forksafe).
+//   pool_options   per-task timeout, tasks per worker, shutdown deadline.
+//   pool_task      concept: what submit accepts.
 //   process_pool   the pool: submit(f, args...), size(), shutdown().
 //
 // Why: fork_call pays for a fork per task (150-250 µs here, ~40 ms for a
@@ -32,9 +32,11 @@
 #ifndef FORKSAFE_PROCESS_POOL_HPP
 #define FORKSAFE_PROCESS_POOL_HPP
 
+#include "child_error.hpp"
 #include "detail/config.hpp"
 #include "detail/pool_core.hpp"
 #include "process_result.hpp"
+#include "trivially_serializable.hpp"
 
 #include <chrono>      // pool_options
 #include <cstddef>     // std::size_t
@@ -42,11 +44,28 @@
 #include <functional>  // std::invoke
 #include <memory>      // std::shared_ptr
 #include <new>         // placement new: the payload in zeroed bytes
+#include <optional>    // pool_options::task_timeout
 #include <tuple>       // the arguments
 #include <type_traits> // submit's constraints
 #include <utility>     // std::forward
 
 namespace forksafe {
+
+/// Options for a process_pool.
+struct pool_options {
+  /// How long one task may run in its worker. Past it the worker is killed
+  /// (SIGKILL) and replaced, and the task fails with child_error timed_out().
+  /// Empty: no limit.
+  std::optional<std::chrono::nanoseconds> task_timeout{};
+  /// How many tasks a worker runs before it is replaced by a fresh fork of
+  /// the parent (0: never). Bounds what a leaky task can accumulate.
+  std::size_t max_tasks_per_worker = 0;
+  /// How long shutdown() (and the destructor) lets queued and running tasks
+  /// finish before killing busy workers (their tasks fail timed_out()) and
+  /// failing queued tasks (cancelled(): they never ran).
+  std::chrono::nanoseconds shutdown_deadline = std::chrono::seconds(5);
+};
+
 
 /// What can be submitted: `f(args...)` is invocable; `f` is a function
 /// pointer or a trivially_serializable object (a captureless lambda, or one
@@ -112,7 +131,9 @@ public:
   /// from the start if that worker died before taking it and the task went
   /// to another), not from submit().
   explicit process_pool(std::size_t workers, pool_options options = {})
-      : core_(std::make_shared<detail::pool_core>(workers == 0 ? 1 : workers, options)) {
+      : core_(std::make_shared<detail::pool_core>(
+            workers == 0 ? 1 : workers,
+            detail::pool_limits{options.task_timeout, options.max_tasks_per_worker, options.shutdown_deadline})) {
     core_->start();
   }
 
@@ -152,7 +173,7 @@ public:
     std::size_t result_bytes = 0;
     if constexpr (detail::stored_in_region<R>()) result_bytes = sizeof(R);
     auto ticket = core_->submit(&detail::pool_invoke<R, payload>, result_bytes, &p, sizeof(p), code_address(p.f));
-    return detail::result_access::from_remote<R>(std::move(ticket));
+    return detail::result_access::make<R>(std::move(ticket));
   }
 
   /// The number of worker slots, fixed at construction (a slot whose worker is

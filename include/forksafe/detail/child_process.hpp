@@ -19,19 +19,18 @@
 #define FORKSAFE_DETAIL_CHILD_PROCESS_HPP
 
 #include "config.hpp"
-#include "registry_core.hpp"
+#include "owner_process.hpp"
+#include "registry.hpp"
+#include "signal_names.hpp"
+#include "stdio_around_fork.hpp"
+#include "system_errors.hpp"
 
 #include <cerrno>       // errno, EINTR, ECHILD
 #include <chrono>       // deadlines
-#include <csignal>      // sigset_t, SIGKILL, signal names
-#include <cstdio>       // fflush, ftrylockfile
-#include <exception>    // std::terminate
-#include <iostream>     // std::cout, std::clog, std::cerr: flushed around fork
+#include <csignal>      // sigset_t, SIGKILL
 #include <iterator>     // std::size
-#include <ostream>      // std::ostream
-#include <streambuf>    // std::streambuf: is output waiting in a C++ stream?
-#include <string>       // signal_name fallback
-#include <system_error> // std::system_error
+#include <string>       // describe()
+#include <system_error> // fork_unprepared
 #include <type_traits>  // std::is_void_v
 #include <utility>      // std::exchange
 
@@ -44,61 +43,7 @@
 #include <sys/syscall.h> // SYS_pidfd_open, SYS_pidfd_send_signal
 #endif
 
-#if defined(__has_include)
-#if __has_include(<stdio_ext.h>)
-#include <stdio_ext.h> // __fpending: is output waiting in a FILE, read without writing to it
-#define FORKSAFE_HAS_FPENDING 1
-#endif
-#endif
-#ifndef FORKSAFE_HAS_FPENDING
-#define FORKSAFE_HAS_FPENDING 0
-#endif
-
 namespace forksafe::detail {
-
-/// Throws std::system_error carrying `err` and a sentence of context.
-[[noreturn]] inline void throw_errno(int err, const char* context) {
-  throw std::system_error(err, std::generic_category(), context);
-}
-
-/// The conventional name of a signal ("SIGSEGV"; a real-time one is
-/// "SIGRTMIN+N"), or "signal N" for a number that is no signal.
-inline std::string signal_name(int sig) {
-  struct entry {
-    int number;
-    const char* name;
-  };
-  static constexpr entry names[] = {
-      {SIGHUP, "SIGHUP"},   {SIGINT, "SIGINT"},       {SIGQUIT, "SIGQUIT"}, {SIGILL, "SIGILL"},
-      {SIGTRAP, "SIGTRAP"}, {SIGABRT, "SIGABRT"},     {SIGBUS, "SIGBUS"},   {SIGFPE, "SIGFPE"},
-      {SIGKILL, "SIGKILL"}, {SIGUSR1, "SIGUSR1"},     {SIGSEGV, "SIGSEGV"}, {SIGUSR2, "SIGUSR2"},
-      {SIGPIPE, "SIGPIPE"}, {SIGALRM, "SIGALRM"},     {SIGTERM, "SIGTERM"}, {SIGCHLD, "SIGCHLD"},
-      {SIGCONT, "SIGCONT"}, {SIGSTOP, "SIGSTOP"},     {SIGTSTP, "SIGTSTP"}, {SIGTTIN, "SIGTTIN"},
-      {SIGTTOU, "SIGTTOU"}, {SIGURG, "SIGURG"},       {SIGXCPU, "SIGXCPU"}, {SIGXFSZ, "SIGXFSZ"},
-      {SIGVTALRM, "SIGVTALRM"}, {SIGPROF, "SIGPROF"}, {SIGSYS, "SIGSYS"},   {SIGWINCH, "SIGWINCH"},
-#if defined(SIGSTKFLT)
-      {SIGSTKFLT, "SIGSTKFLT"},
-#endif
-#if defined(SIGPOLL)
-      {SIGPOLL, "SIGPOLL"}, // SIGIO on Linux
-#elif defined(SIGIO)
-      {SIGIO, "SIGIO"},
-#endif
-#if defined(SIGPWR)
-      {SIGPWR, "SIGPWR"},
-#endif
-  };
-  for (const entry& e : names) {
-    if (e.number == sig) return e.name;
-  }
-#if defined(SIGRTMIN) && defined(SIGRTMAX)
-  // Real-time signals have no names of their own; glibc reserves the first
-  // few, so SIGRTMIN is a run-time value.
-  if (sig == SIGRTMIN) return "SIGRTMIN";
-  if (sig > SIGRTMIN && sig <= SIGRTMAX) return "SIGRTMIN+" + std::to_string(sig - SIGRTMIN);
-#endif
-  return "signal " + std::to_string(sig);
-}
 
 /// How a child ended, as far as its parent could observe it.
 struct child_status {
@@ -174,132 +119,6 @@ private:
   }
   fork_stats stats_;
 };
-
-/// Flushes a C++ stream, swallowing the exception a stream with exceptions()
-/// set may throw: a failed flush must not stop a fork or a child's _exit.
-inline void flush_quietly(std::ostream& s) noexcept {
-  try {
-    s.flush();
-  } catch (...) {
-    // The stream's state records the failure; its owner sees it there.
-  }
-}
-
-// Whether a stream holds output it has not written yet, found by reading
-// only: in a forked child the first write to a page copies it (about 15 us
-// per page on a small VM), so the child's flush must not touch streams that
-// have nothing to flush (the common case) and cost every fork_call that much.
-inline bool has_pending_output(FILE* f) noexcept {
-#if defined(__GLIBC__)
-  // What glibc's __fpending computes, inline: calling it would fault in one
-  // more page of libc's code in the child.
-  return f->_IO_write_ptr > f->_IO_write_base;
-#elif FORKSAFE_HAS_FPENDING
-  return __fpending(f) > 0;
-#else
-  (void)f;
-  return true; // cannot tell without writing: flush
-#endif
-}
-
-struct streambuf_peek : std::streambuf {
-  // A std::streambuf whose put area is not empty. Reads pptr() and pbase()
-  // through a pointer to member formed in a derived class (protected access).
-  static bool has_pending_output(std::streambuf* b) noexcept {
-    if (b == nullptr) return false;
-    char* (std::streambuf::*next)() const = &streambuf_peek::pptr;
-    char* (std::streambuf::*begin)() const = &streambuf_peek::pbase;
-    return (b->*next)() != (b->*begin)();
-  }
-  // Empties the put area without writing it.
-  static void discard_pending_output(std::streambuf* b) noexcept {
-    if (!has_pending_output(b)) return;
-    char* (std::streambuf::*begin)() const = &streambuf_peek::pbase;
-    char* (std::streambuf::*end)() const = &streambuf_peek::epptr;
-    void (std::streambuf::*set)(char*, char*) = &streambuf_peek::setp;
-    (b->*set)((b->*begin)(), (b->*end)());
-  }
-};
-
-/// Which standard C++ streams the parent's flush (flush_stdio_in_parent)
-/// left empty, taken just before fork(). A stream buffer that writes to a
-/// device is empty after a flush; one that keeps its text in memory (a
-/// std::stringbuf behind std::cout) is not, and is left alone in the child.
-struct output_marks {
-  std::streambuf* emptied[3] = {};
-};
-
-inline output_marks mark_output() noexcept {
-  output_marks m;
-  int i = 0;
-  for (std::ostream* s : {&std::cout, &std::clog, &std::cerr}) {
-    std::streambuf* const b = s->rdbuf();
-    m.emptied[i++] = streambuf_peek::has_pending_output(b) ? nullptr : b;
-  }
-  return m;
-}
-
-/// In a forked child, before anything else: drop what another of the
-/// parent's threads wrote to stdout, stderr or a standard C++ stream between
-/// the parent's flush and fork(). It is the parent's to print, and the
-/// parent will; flushing it in the child as well (at the child's exit)
-/// printed it twice. What a flush does not empty (in-memory buffers) is
-/// kept. A stream with nothing waiting is not written to (no page copied).
-inline void discard_inherited_output(const output_marks& m) noexcept {
-  int i = 0;
-  for (std::ostream* s : {&std::cout, &std::clog, &std::cerr}) {
-    if (m.emptied[i] != nullptr && s->rdbuf() == m.emptied[i]) streambuf_peek::discard_pending_output(m.emptied[i]);
-    ++i;
-  }
-#if FORKSAFE_HAS_FPENDING
-  for (FILE* f : {stdout, stderr}) {
-    if (has_pending_output(f)) __fpurge(f); // after the parent's fflush, all of it is new
-  }
-#endif
-}
-
-/// Flush std::cout, std::clog, std::cerr and every C stdio stream in the
-/// parent before fork(), so the child does not inherit unwritten output and
-/// print it a second time. The C++ streams go first: detached from stdio
-/// (sync_with_stdio(false)) they hold output in their own buffers. A C++
-/// stream with nothing in its put area (always so while synchronised with
-/// stdio, the default) is skipped: its flush would only flush stdout again
-/// and write to one more page that the last fork made copy-on-write. A
-/// detached stream is not thread-safe, so it must not be written to by
-/// another thread while a thread forks.
-inline void flush_stdio_in_parent() noexcept {
-  for (std::ostream* s : {&std::cout, &std::clog, &std::cerr}) {
-    if (streambuf_peek::has_pending_output(s->rdbuf())) flush_quietly(*s);
-  }
-  std::fflush(nullptr);
-}
-
-/// Flush std::cout, std::clog, std::cerr, stdout and stderr in a forked child
-/// without risking a hang: a FILE locked by a thread that did not survive
-/// fork() is skipped, and so is the C++ stream that writes into it (flushing
-/// a synchronised std::cout locks stdout). FILE locks are recursive, so the
-/// C++ flush runs under the lock taken here. A stream with nothing waiting is
-/// not touched at all (see has_pending_output); a stream buffer that keeps
-/// output outside its put area is therefore not flushed.
-inline void flush_stdio_in_child() noexcept {
-  const bool cout_waits = streambuf_peek::has_pending_output(std::cout.rdbuf());
-  const bool cerr_waits = streambuf_peek::has_pending_output(std::clog.rdbuf()) ||
-                          streambuf_peek::has_pending_output(std::cerr.rdbuf());
-  if ((cout_waits || has_pending_output(stdout)) && ftrylockfile(stdout) == 0) {
-    if (cout_waits) flush_quietly(std::cout);
-    fflush_unlocked(stdout);
-    funlockfile(stdout);
-  }
-  if ((cerr_waits || has_pending_output(stderr)) && ftrylockfile(stderr) == 0) {
-    if (cerr_waits) {
-      flush_quietly(std::clog);
-      flush_quietly(std::cerr);
-    }
-    fflush_unlocked(stderr);
-    funlockfile(stderr);
-  }
-}
-
 #if defined(__linux__) && defined(SYS_pidfd_open)
 inline int open_pidfd(pid_t pid) noexcept {
   return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0U));
@@ -383,7 +202,7 @@ public:
     c.prepare_time_ = std::chrono::nanoseconds(prepared.waited_ns);
     c.pid_ = pid;
     c.own_group_ = options.own_process_group;
-    c.owner_ = ::getpid();
+    c.owner_.set();
     if (c.own_group_) ::setpgid(pid, pid); // also done by the child: whoever runs first wins
     c.pidfd_ = open_pidfd(pid);
     return c;
@@ -436,7 +255,7 @@ public:
   /// after it may have been reused), nor in a process forked from the owner
   /// (the child is its sibling there, not its child).
   void kill(int sig) noexcept {
-    if (!valid() || status_.ended() || ::getpid() != owner_) return;
+    if (!valid() || status_.ended() || !owner_.here()) return;
     if (own_group_) ::kill(-pid_, sig);
 #if defined(__linux__) && defined(SYS_pidfd_send_signal)
     if (pidfd_ >= 0) {
@@ -450,7 +269,7 @@ public:
   /// Kills the child with `sig` if it still runs and reaps it. A child that
   /// was still running is reported as timed_out with `sig`.
   const child_status& kill_and_reap(int sig = SIGKILL) {
-    if (!valid() || ::getpid() != owner_ || poll().ended()) return status_;
+    if (!valid() || !owner_.here() || poll().ended()) return status_;
     kill(sig);
     wait();
     if (status_.how == child_status::kind::signaled && status_.value == sig) {
@@ -561,7 +380,7 @@ private:
   }
 
   void release() noexcept {
-    if (valid() && ::getpid() == owner_) {
+    if (valid() && owner_.here()) {
       try {
         kill_and_reap();
       } catch (...) {
@@ -577,7 +396,7 @@ private:
   int pidfd_ = -1;
   child_status status_{};
   bool own_group_ = false;
-  pid_t owner_ = -1; // the process that forked the child: the only one that may kill and reap it
+  owner_process owner_; // the process that forked the child: the only one that may kill and reap it
   std::chrono::nanoseconds backoff_{0};
   std::chrono::nanoseconds prepare_time_{0};
 };

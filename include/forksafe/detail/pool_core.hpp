@@ -1,136 +1,66 @@
 // SPDX-License-Identifier: MIT
 //
-// forksafe/detail/pool_core.hpp: the machinery behind process_pool. Not for
-// direct use; see process_pool.hpp for the design.
+// forksafe/detail/pool_core.hpp: a process_pool's parent side: the tasks
+// (each a result_source its process_result waits on), the queue, the
+// workers and the supervisor thread that watches them. The workers' side is
+// detail/pool_worker.hpp; the design is in docs/design.md.
 
 #ifndef FORKSAFE_DETAIL_POOL_CORE_HPP
 #define FORKSAFE_DETAIL_POOL_CORE_HPP
 
-#include "../process_result.hpp"
 #include "child_process.hpp"
 #include "config.hpp"
+#include "deadlines.hpp"
+#include "eventfd.hpp"
+#include "fd_passing.hpp"
 #include "futex.hpp"
+#include "loaded_objects.hpp"
+#include "owner_process.hpp"
+#include "pool_worker.hpp"
+#include "result_source.hpp"
+#include "shared_region.hpp"
+#include "system_errors.hpp"
+#include "unique_fd.hpp"
 
-#include <algorithm>    // std::min
-#include <array>        // request and frame buffers
-#include <atomic>       // slot sequence words
+#include <algorithm>    // std::min, std::none_of
+#include <array>        // the request bytes
+#include <atomic>       // the tickets' words
 #include <chrono>       // deadlines
 #include <climits>      // INT_MAX
 #include <cstddef>      // std::size_t
 #include <cstdint>      // std::uint32_t
 #include <cstring>      // std::memcpy
 #include <deque>        // the queue
-#include <functional>   // std::apply
 #include <memory>       // std::shared_ptr
-#include <new>          // placement new: forgetting the supervisor's handle in a forked process
 #include <mutex>        // the pool's lock (parent side only)
-#include <optional>     // pool_options::task_timeout
-#include <set>          // shared objects mapped in the workers
-#include <string>       // object names
-#include <stdexcept>    // std::invalid_argument, std::logic_error
-#include <system_error> // std::system_error
+#include <new>          // placement new: forgetting the supervisor's handle in a forked process
+#include <optional>     // pool_limits::task_timeout
+#include <stdexcept>    // std::logic_error
 #include <thread>       // the supervisor
-#include <tuple>        // the arguments
 #include <vector>       // workers
 
-#include <dlfcn.h>        // dladdr: is the task's code mapped in the workers?
-#include <link.h>         // dl_iterate_phdr
-#include <poll.h>         // ppoll: the supervisor's wait
-#include <sys/eventfd.h>  // eventfd: workers and submitters wake the supervisor
-#include <sys/mman.h>     // memfd_create, mmap
-#include <sys/socket.h>   // socketpair, SCM_RIGHTS: a large result's memfd
-#include <fcntl.h>        // F_DUPFD_CLOEXEC: a worker's copy of its own descriptors
-#include <sys/stat.h>     // fstat: is a worker's descriptor still its own?
-#include <unistd.h>       // read, write, close, ftruncate
+#include <poll.h>        // ppoll: the supervisor's wait
+#include <sys/socket.h>  // socketpair
+#include <unistd.h>      // close
 
-#if defined(__linux__)
-#include <linux/futex.h> // FUTEX_WAIT, FUTEX_WAKE (shared)
-#include <linux/kcmp.h>  // KCMP_FILE: is a worker's descriptor still its own?
-#include <sys/syscall.h> // SYS_futex
-#endif
+namespace forksafe::detail {
 
-namespace forksafe {
-
-/// Options for a process_pool.
-struct pool_options {
-  /// How long one task may run in its worker. Past it the worker is killed
-  /// (SIGKILL) and replaced, and the task fails with child_error timed_out().
-  /// Empty: no limit.
+/// What process_pool's pool_options say, as the core uses it.
+struct pool_limits {
   std::optional<std::chrono::nanoseconds> task_timeout{};
-  /// How many tasks a worker runs before it is replaced by a fresh fork of
-  /// the parent (0: never). Bounds what a leaky task can accumulate.
   std::size_t max_tasks_per_worker = 0;
-  /// How long shutdown() (and the destructor) lets queued and running tasks
-  /// finish before killing busy workers (their tasks fail timed_out()) and
-  /// failing queued tasks (cancelled(): they never ran).
   std::chrono::nanoseconds shutdown_deadline = std::chrono::seconds(5);
 };
-
-namespace detail {
-
-/// The callable and the arguments, as they travel: bytes.
-template <class F, class... Args>
-struct pool_payload {
-  F f;
-  std::tuple<Args...> args;
-};
-
-inline constexpr std::size_t pool_request_capacity = 1024;
-
-// Futex calls on a word in a MAP_SHARED mapping, seen by several processes.
-inline void shared_futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
-                              const timespec* timeout) noexcept {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, expected, timeout, nullptr, 0);
-}
-inline void shared_futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, count, nullptr, 0);
-}
-
-enum class pool_op : std::uint32_t { run = 1, exit = 2 };
-
-struct pool_slot;
-using pool_invoke_fn = void (*)(const unsigned char* request, void* region, std::size_t region_size,
-                                pool_slot& slot, pid_t worker) noexcept;
-
-/// One worker's mailbox, in the shared mapping.
-struct alignas(64) pool_slot {
-  std::atomic<std::uint32_t> request_seq{0};    // the parent bumps it after writing a request
-  std::atomic<std::uint32_t> taken_seq{0};      // the worker sets it to request_seq once it took the request
-  std::atomic<std::uint32_t> response_seq{0};   // the worker bumps it after writing a response
-  std::atomic<std::uint32_t> parent_waiting{0}; // threads of the parent waiting on response_seq
-  pool_op op = pool_op::run;
-  pool_invoke_fn invoke = nullptr;
-  std::uint32_t region_size = 0; // non-zero: a memfd for the result follows on the socket
-  std::uint32_t response_size = 0;
-  alignas(64) unsigned char request[pool_request_capacity];
-  alignas(64) unsigned char response[frame_capacity];
-};
-
-/// Runs a task in a worker: rebuilds the payload from its bytes and puts the
-/// outcome's frame in the slot, as fork_call's child writes it to its pipe.
-/// A process the task forked that comes back here writes nothing.
-template <class R, class Payload>
-void pool_invoke(const unsigned char* request, void* region, std::size_t region_size, pool_slot& slot,
-                 pid_t worker) noexcept {
-  alignas(Payload) unsigned char storage[sizeof(Payload)];
-  std::memcpy(storage, request, sizeof(Payload));
-  Payload& p = *std::launder(reinterpret_cast<Payload*>(storage));
-  auto call = [&]() -> decltype(auto) { return std::apply(p.f, p.args); };
-  produce_frame<R>(call, region, region_size, [&slot, worker](auto& frame) noexcept {
-    if (::getpid() != worker) return;
-    slot.response_size = static_cast<std::uint32_t>(frame.size());
-    std::memcpy(slot.response, frame.data(), frame.size());
-  });
-}
 
 class pool_core;
 
 /// One task, parent side. Written under the pool's lock; the outcome
 /// (remote_result's fields) is published by done (release) and read after it
 /// (acquire).
-struct pool_ticket final : remote_result {
+struct pool_ticket final : result_source {
   std::atomic<std::uint32_t> done{0}; // 1: the outcome is known (a private futex)
   std::atomic<int> slot{-1};          // the worker slot running it, -1 while queued or done
+  std::atomic<pid_t> worker_pid{-1};  // the worker that runs or ran it, -1 while queued
   std::shared_ptr<pool_core> core;    // what waits for it, kills it, signals it
   pool_invoke_fn invoke = nullptr;
   std::size_t request_size = 0;
@@ -138,166 +68,22 @@ struct pool_ticket final : remote_result {
   std::array<unsigned char, pool_request_capacity> request; // only request_size bytes are meaningful
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   std::chrono::steady_clock::time_point assigned_at{}; // handed to its worker
-  int event_fd = -1; // made on demand for native_handle()
+  unique_fd event_fd; // made on demand for native_handle()
   bool kill_requested = false; // kill() was called on it (under the pool's lock)
   bool requeued = false;       // went back to the queue once: a second time it fails instead
 
   // User-provided, so make_shared does not zero the 5 KiB of buffers first:
   // only the bytes a task writes are ever read.
-  pool_ticket() noexcept {}
-  ~pool_ticket() override {
-    if (event_fd >= 0) ::close(event_fd);
-  }
+  pool_ticket() noexcept {} // NOLINT(modernize-use-equals-default)
   inline bool wait(std::chrono::steady_clock::time_point until) override;
+  [[nodiscard]] pid_t pid() const noexcept override { return worker_pid.load(std::memory_order_relaxed); }
   inline int native_handle() override;
-  inline void kill(int sig) override;
+  inline void kill(int sig) noexcept override;
 };
-
-/// One byte with room for one descriptor in its control data: the message
-/// send_fd and receive_fd exchange.
-struct fd_message {
-  char byte = 0;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  fd_message() noexcept {
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-  }
-  fd_message(const fd_message&) = delete; // msg points into itself
-  fd_message& operator=(const fd_message&) = delete;
-};
-
-/// Sends `fd` over a unix socket.
-inline bool send_fd(int socket, int fd) noexcept {
-  fd_message m;
-  cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-  ssize_t n;
-  do {
-    n = ::sendmsg(socket, &m.msg, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  return n == 1;
-}
-
-/// Receives a descriptor sent with send_fd; -1 on failure.
-inline int receive_fd(int socket) noexcept {
-  fd_message m;
-  ssize_t n;
-  do {
-    n = ::recvmsg(socket, &m.msg, MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
-  cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
-  if (n != 1 || c == nullptr || c->cmsg_type != SCM_RIGHTS) return -1;
-  int fd;
-  std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
-  return fd;
-}
-
-/// One of a worker's own descriptors, and a way to tell later whether the
-/// number still names the same open file: a task may close it, and the
-/// number may then be reused for something else. A copy made at the start
-/// is compared with kcmp(KCMP_FILE), which tells one eventfd from another
-/// (they share an inode); where kcmp is refused (seccomp, no CONFIG_KCMP) or
-/// the copy could not be made, device and inode from fstat are compared.
-class own_descriptor {
-public:
-  explicit own_descriptor(int fd) noexcept : fd_(fd), copy_(::fcntl(fd, F_DUPFD_CLOEXEC, 64)) {
-    struct stat st {};
-    if (::fstat(fd, &st) == 0) {
-      dev_ = st.st_dev;
-      ino_ = st.st_ino;
-    }
-  }
-  own_descriptor(const own_descriptor&) = delete; // one copy per worker
-  own_descriptor& operator=(const own_descriptor&) = delete;
-  // No destructor: the worker ends with _exit.
-
-  [[nodiscard]] bool intact() const noexcept {
-#if defined(__linux__) && defined(SYS_kcmp)
-    if (copy_ >= 0) {
-      const pid_t self = ::getpid();
-      const long same = ::syscall(SYS_kcmp, self, self, KCMP_FILE, fd_, copy_);
-      if (same >= 0) return same == 0;
-      if (errno == EBADF) return false; // closed (the number or the copy)
-    }
-#endif
-    struct stat st {};
-    return ::fstat(fd_, &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_;
-  }
-
-private:
-  int fd_;
-  int copy_;
-  dev_t dev_ = 0;
-  ino_t ino_ = 0;
-};
-
-/// A worker's whole life: wait for a request, run it, answer; until told to
-/// exit, or until the parent is gone (checked once a second while idle: a
-/// parent-death signal would follow the forking thread, not the process).
-/// A task that closed the worker's socket or event descriptor (or put
-/// something else at their numbers) gets its answer through the slot; the
-/// worker checks a descriptor only before it uses it (a caller waiting in
-/// get() is woken through the slot's futex, which needs none), and exits to
-/// be replaced rather than write into or read from one that is no longer
-/// its own. Returns the exit code (child_process::spawn
-/// _exits with it).
-inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t parent) noexcept {
-  const pid_t self = ::getpid();
-  const own_descriptor own_socket(socket);
-  const own_descriptor own_events(events_fd);
-  // The slot was reset to 0 before the fork: a request may already be there.
-  std::uint32_t seen = 0;
-  const timespec second{1, 0};
-  for (;;) {
-    std::uint32_t now = slot.request_seq.load(std::memory_order_acquire);
-    while (now == seen) {
-      if (::getppid() != parent) return 0;
-      shared_futex_wait(slot.request_seq, seen, &second);
-      now = slot.request_seq.load(std::memory_order_acquire);
-    }
-    seen = now;
-    if (slot.op == pool_op::exit) return 0;
-    const std::size_t region_size = slot.region_size;
-    // A task before this one closed the socket (or put something else at its
-    // number): leave this request untaken; the pool gives it to a replacement.
-    if (region_size != 0 && !own_socket.intact()) return 0;
-    slot.taken_seq.store(now, std::memory_order_release); // from here on, a death fails this task
-    void* region = nullptr;
-    if (region_size != 0) {
-      const int fd = receive_fd(socket);
-      if (fd >= 0) {
-        void* p = ::mmap(nullptr, region_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        region = p == MAP_FAILED ? nullptr : p;
-        ::close(fd);
-      }
-      if (region == nullptr) return child_error::undelivered_exit_code;
-    }
-    slot.invoke(slot.request, region, region_size, slot, self);
-    if (::getpid() != self) return 0; // a process the task forked came back here: only the worker answers
-    if (region != nullptr) ::munmap(region, region_size);
-    slot.response_seq.fetch_add(1, std::memory_order_seq_cst);
-    if (slot.parent_waiting.load(std::memory_order_seq_cst) != 0) {
-      shared_futex_wake(slot.response_seq, INT_MAX); // the caller collects it: no descriptor involved
-    } else if (own_events.intact()) {
-      const std::uint64_t one = 1;
-      (void)!::write(events_fd, &one, sizeof one); // the supervisor collects it
-    } else {
-      return 0; // the supervisor sees the end, collects the answer, replaces the worker
-    }
-  }
-}
 
 class pool_core : public std::enable_shared_from_this<pool_core> {
 public:
-  pool_core(std::size_t workers, const pool_options& options)
-      : options_(options), workers_(workers), owner_(::getpid()) {}
+  pool_core(std::size_t workers, const pool_limits& limits) : options_(limits), workers_(workers) { owner_.set(); }
   pool_core(const pool_core&) = delete;
   pool_core& operator=(const pool_core&) = delete;
   ~pool_core() { shutdown(); }
@@ -305,9 +91,9 @@ public:
   void start() {
     slots_ = shared_region(sizeof(pool_slot) * workers_.size());
     for (std::size_t i = 0; i < workers_.size(); ++i) new (&slot(i)) pool_slot();
-    events_fd_ = make_eventfd();
-    wake_fd_ = make_eventfd();
-    record_loaded_objects();
+    events_fd_ = unique_fd(make_eventfd());
+    wake_fd_ = unique_fd(make_eventfd());
+    loaded_.record();
     for (std::size_t i = 0; i < workers_.size(); ++i) spawn(i); // undone by ~pool_core if one throws
     supervisor_ = std::thread([this] { supervise(); });
   }
@@ -316,19 +102,19 @@ public:
 
   std::shared_ptr<pool_ticket> submit(pool_invoke_fn invoke, std::size_t result_bytes, const void* payload,
                                       std::size_t payload_size, const void* code) {
-    if (::getpid() != owner_) {
+    if (!owner_.here()) {
       throw std::logic_error("forksafe::process_pool::submit: called in a process forked from the pool's "
                              "owner; the workers belong to the owner");
     }
-    check_code_is_mapped(reinterpret_cast<const void*>(invoke));
-    if (code != nullptr) check_code_is_mapped(code);
+    loaded_.check(reinterpret_cast<const void*>(invoke));
+    if (code != nullptr) loaded_.check(code);
     auto t = std::make_shared<pool_ticket>();
     t->core = shared_from_this();
     t->invoke = invoke;
     t->request_size = payload_size;
     std::memcpy(t->request.data(), payload, payload_size);
     t->result_bytes = result_bytes;
-    if (result_bytes != 0) t->region = make_memfd_region(result_bytes);
+    if (result_bytes != 0) t->region = shared_region::memfd(result_bytes);
     std::lock_guard lock(mutex_);
     if (stopping_) throw std::logic_error("forksafe::process_pool::submit: the pool has been shut down");
     queue_.push_back(t);
@@ -340,7 +126,7 @@ public:
   bool wait(pool_ticket& t, std::chrono::steady_clock::time_point until) {
     using namespace std::chrono_literals;
     // Checked before mutex_, which a forked process may have inherited locked.
-    if (::getpid() != owner_) {
+    if (!owner_.here()) {
       throw std::logic_error("forksafe::process_pool: a task's result waited for in a process forked from the "
                              "pool's owner; only the owner's threads may wait for it");
     }
@@ -357,7 +143,7 @@ public:
       const std::uint32_t seen = sl.response_seq.load(std::memory_order_seq_cst);
       if (collect_if_answered(static_cast<std::size_t>(s), &t)) continue;
       sl.parent_waiting.fetch_add(1, std::memory_order_seq_cst);
-      shared_futex_wait(sl.response_seq, seen, &slice);
+      futex_wait(sl.response_seq, seen, &slice, true);
       sl.parent_waiting.fetch_sub(1, std::memory_order_relaxed);
       collect_if_answered(static_cast<std::size_t>(s), &t);
     }
@@ -366,18 +152,18 @@ public:
 
   /// A descriptor that turns readable once `t` is done.
   int event_fd(pool_ticket& t) {
-    if (::getpid() != owner_) return -1; // see wait()
+    if (!owner_.here()) return -1; // see wait()
     std::lock_guard lock(mutex_);
-    if (t.event_fd < 0) {
-      t.event_fd = make_eventfd();
-      if (t.done.load(std::memory_order_acquire) != 0) signal(t.event_fd);
+    if (!t.event_fd) {
+      t.event_fd = unique_fd(make_eventfd());
+      if (t.done.load(std::memory_order_acquire) != 0) ring(t.event_fd.get());
     }
-    return t.event_fd;
+    return t.event_fd.get();
   }
 
   /// Sends `sig` to the worker running `t`, if it runs.
   void kill(pool_ticket& t, int sig) {
-    if (::getpid() != owner_) return; // see wait()
+    if (!owner_.here()) return; // see wait()
     std::lock_guard lock(mutex_);
     const int s = t.slot.load(std::memory_order_relaxed);
     if (s >= 0 && workers_[static_cast<std::size_t>(s)].task.get() == &t) {
@@ -387,7 +173,7 @@ public:
   }
 
   void shutdown() {
-    if (::getpid() != owner_) {
+    if (!owner_.here()) {
       forget_in_forked_process();
       return;
     }
@@ -403,7 +189,7 @@ public:
         stop_by_ = std::chrono::steady_clock::now() + options_.shutdown_deadline;
       }
     }
-    signal(wake_fd_);
+    ring(wake_fd_.get());
     supervisor_.join();
     std::lock_guard lock(mutex_);
     end_workers();
@@ -412,7 +198,7 @@ public:
 private:
   struct worker {
     child_process proc;
-    int socket = -1;                   // parent's end of the socketpair
+    unique_fd socket;                  // parent's end of the socketpair
     std::shared_ptr<pool_ticket> task; // running here
     std::uint32_t answered = 0;        // response_seq already collected
     std::size_t tasks_run = 0;
@@ -424,36 +210,6 @@ private:
   static constexpr std::chrono::milliseconds respawn_delay{10};
 
   pool_slot& slot(std::size_t i) const noexcept { return static_cast<pool_slot*>(slots_.data())[i]; }
-
-  static int make_eventfd() {
-    const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (fd < 0) throw_errno(errno, "forksafe::process_pool: eventfd failed");
-    return fd;
-  }
-  static void signal(int fd) noexcept {
-    const std::uint64_t one = 1;
-    (void)!::write(fd, &one, sizeof one);
-  }
-  static void drain(int fd) noexcept {
-    std::uint64_t n;
-    (void)!::read(fd, &n, sizeof n);
-  }
-
-  static shared_region make_memfd_region(std::size_t bytes) {
-    const int fd = ::memfd_create("forksafe-result", MFD_CLOEXEC);
-    if (fd < 0) throw_errno(errno, "forksafe::process_pool: memfd_create for a large result failed");
-    shared_region r;
-    try {
-      if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
-        throw_errno(errno, "forksafe::process_pool: ftruncate of a result memfd failed");
-      }
-      r = shared_region::adopt_fd(fd, bytes);
-    } catch (...) {
-      ::close(fd);
-      throw;
-    }
-    return r;
-  }
 
   // Under mutex_: tasks still queued never ran.
   void cancel_queued() {
@@ -474,38 +230,30 @@ private:
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) {
       throw_errno(errno, "forksafe::process_pool: socketpair failed");
     }
+    unique_fd parent_end(fds[0]);
+    unique_fd worker_end(fds[1]);
     pool_slot* sl = &slot(i);
     // Constructed once in start(): a caller may still be leaving a wait on
     // this slot (parent_waiting), so only the sequence words start over.
     sl->request_seq.store(0, std::memory_order_relaxed);
     sl->taken_seq.store(0, std::memory_order_relaxed);
     sl->response_seq.store(0, std::memory_order_relaxed);
-    const int events = events_fd_;
+    const int events = events_fd_.get();
     const pid_t parent = ::getpid();
-    const int worker_end = fds[1];
-    const int parent_end = fds[0];
-    child_process proc;
-    try {
-      spawn_options options;
-      options.default_all_handlers = true; // a worker is a process of its own
-      options.prepare_deadline = prepare_by;
-      proc = child_process::spawn(
-          [sl, worker_end, parent_end, events, parent]() noexcept {
-            ::close(parent_end);
-            return pool_worker_main(*sl, worker_end, events, parent);
-          },
-          options);
-    } catch (...) {
-      ::close(fds[0]);
-      ::close(fds[1]);
-      throw;
-    }
-    ::close(worker_end);
+    spawn_options options;
+    options.default_all_handlers = true; // a worker is a process of its own
+    options.prepare_deadline = prepare_by;
+    child_process proc = child_process::spawn(
+        [sl, socket = worker_end.get(), other = parent_end.get(), events, parent]() noexcept {
+          ::close(other);
+          return pool_worker_main(*sl, socket, events, parent);
+        },
+        options);
+    worker_end.reset(); // the worker's now
     std::lock_guard lock(mutex_);
     worker& w = workers_[i];
     w.proc = std::move(proc);
-    if (w.socket >= 0) ::close(w.socket);
-    w.socket = parent_end;
+    w.socket = std::move(parent_end);
     w.answered = 0;
     w.tasks_run = 0;
     w.retiring = false;
@@ -529,7 +277,7 @@ private:
     sl.invoke = t->invoke;
     std::memcpy(sl.request, t->request.data(), t->request_size);
     sl.region_size = static_cast<std::uint32_t>(t->result_bytes != 0 ? t->region.size() : 0);
-    if (sl.region_size != 0 && !send_fd(w.socket, t->region.fd())) {
+    if (sl.region_size != 0 && !send_fd(w.socket.get(), t->region.fd())) {
       // The worker is gone, or its socket is (a task closed it): tell it to
       // exit (the supervisor replaces it) and requeue the task, once; a
       // second failure is not the worker's doing: fail the task (lost).
@@ -537,17 +285,17 @@ private:
       if (!requeue_once(t)) finish(*t);
       return;
     }
-    t->pid.store(w.proc.pid(), std::memory_order_relaxed);
+    t->worker_pid.store(w.proc.pid(), std::memory_order_relaxed);
     t->assigned_at = std::chrono::steady_clock::now();
     t->deadline = options_.task_timeout ? deadline_after(t->assigned_at, *options_.task_timeout)
                                         : std::chrono::steady_clock::time_point::max();
     t->slot.store(static_cast<int>(i), std::memory_order_release);
     // The supervisor sleeps until the earliest deadline it knew of: tell it
     // of this one (only when there are timeouts).
-    if (t->deadline != std::chrono::steady_clock::time_point::max()) signal(wake_fd_);
+    if (t->deadline != std::chrono::steady_clock::time_point::max()) ring(wake_fd_.get());
     w.task = std::move(t);
     sl.request_seq.fetch_add(1, std::memory_order_release);
-    shared_futex_wake(sl.request_seq, 1);
+    futex_wake(sl.request_seq, 1, true);
     futex_wake(w.task->done, INT_MAX); // a waiter on the queued task now waits on the slot
   }
 
@@ -566,7 +314,7 @@ private:
     t.slot.store(-1, std::memory_order_relaxed);
     t.done.store(1, std::memory_order_release);
     futex_wake(t.done, INT_MAX);
-    if (t.event_fd >= 0) signal(t.event_fd);
+    if (t.event_fd) ring(t.event_fd.get());
   }
 
   // If worker i answered, takes the answer into its ticket. `only` (if set):
@@ -601,7 +349,7 @@ private:
     workers_[i].retiring = true;
     sl.op = pool_op::exit;
     sl.request_seq.fetch_add(1, std::memory_order_release);
-    shared_futex_wake(sl.request_seq, 1);
+    futex_wake(sl.request_seq, 1, true);
   }
 
   // Under mutex_: worker i ended (or was killed); fails its task if it had
@@ -619,7 +367,7 @@ private:
         sl.taken_seq.load(std::memory_order_acquire) != sl.request_seq.load(std::memory_order_relaxed)) {
       w.task->slot.store(-1, std::memory_order_release);
       if (requeue_once(w.task)) {
-        shared_futex_wake(sl.response_seq, INT_MAX); // a caller waiting on the slot goes back to the ticket
+        futex_wake(sl.response_seq, INT_MAX, true); // a caller waiting on the slot goes back to the ticket
         return true;
       }
     }
@@ -630,102 +378,120 @@ private:
       if (for_timeout) t.ran_for = std::chrono::steady_clock::now() - t.assigned_at;
       finish(t);
       w.task.reset();
-      shared_futex_wake(slot(i).response_seq, INT_MAX); // a caller waiting on the slot looks again
+      futex_wake(slot(i).response_seq, INT_MAX, true); // a caller waiting on the slot looks again
     }
     return true;
   }
 
+  using clock = std::chrono::steady_clock;
+
+  // The supervisor: waits for a worker's end, an answer nobody collects, a
+  // task's deadline or a wake-up; then deals with what happened.
   void supervise() {
-    using clock = std::chrono::steady_clock;
     std::vector<pollfd> fds;
     std::vector<std::size_t> replace;
     for (;;) {
-      clock::time_point wake_at = clock::time_point::max();
-      fds.clear();
-      fds.push_back({wake_fd_, POLLIN, 0});
-      fds.push_back({events_fd_, POLLIN, 0});
-      {
-        std::lock_guard lock(mutex_);
-        bool blind = false; // a live worker without a pidfd: its end wakes nothing
-        for (const worker& w : workers_) {
-          fds.push_back({w.proc.valid() ? w.proc.native_handle() : -1, POLLIN, 0});
-          if (w.task) wake_at = std::min(wake_at, w.task->deadline);
-          blind = blind || (w.proc.valid() && w.proc.native_handle() < 0 && !w.proc.status().ended());
-        }
-        // Without pidfds (Linux before 5.3, a seccomp filter, valgrind) the
-        // supervisor looks at its workers every 10 ms instead.
-        if (blind) wake_at = std::min(wake_at, clock::now() + std::chrono::milliseconds(10));
-        for (const worker& w : workers_) {
-          if (!w.proc.valid() && w.respawn_at != clock::time_point{}) wake_at = std::min(wake_at, w.respawn_at);
-        }
-        if (stopping_) {
-          if (queue_.empty() && std::none_of(workers_.begin(), workers_.end(), [](const worker& w) { return bool(w.task); })) {
-            return;
-          }
-          wake_at = std::min(wake_at, stop_by_);
-        }
-      }
-      const auto now = clock::now();
-      timespec ts{};
-      const timespec* timeout = nullptr;
-      if (wake_at != clock::time_point::max()) {
-        ts = to_timespec(wake_at > now ? std::chrono::duration_cast<std::chrono::nanoseconds>(wake_at - now)
-                                       : std::chrono::nanoseconds(0));
-        timeout = &ts;
-      }
-      if (::ppoll(fds.data(), fds.size(), timeout, nullptr) < 0 && errno != EINTR) {
-        throw_errno(errno, "forksafe::process_pool: ppoll failed in the supervisor"); // std::terminate
-      }
-      drain(wake_fd_);
-      drain(events_fd_);
-      replace.clear();
-      {
-        std::lock_guard lock(mutex_);
-        const auto t = clock::now();
-        for (std::size_t i = 0; i < workers_.size(); ++i) {
-          worker& w = workers_[i];
-          collect(i);
-          if (!w.proc.valid()) continue;
-          bool ended = false;
-          if (w.task && t >= w.task->deadline) {
-            const child_status s = w.proc.kill_and_reap(SIGKILL);
-            ended = bury(i, s, true);
-          } else if (w.proc.poll().ended()) {
-            ended = bury(i, w.proc.status(), false);
-          }
-          if (ended && (!stopping_ || !queue_.empty())) replace.push_back(i);
-        }
-        if (stopping_ && t >= stop_by_) {
-          for (std::size_t i = 0; i < workers_.size(); ++i) {
-            if (!workers_[i].task) continue;
-            bury(i, workers_[i].proc.kill_and_reap(SIGKILL), true);
-          }
-          cancel_queued();
-          return;
-        }
-        // Slots whose replacement failed before: due again.
-        for (std::size_t i = 0; i < workers_.size(); ++i) {
-          if (!workers_[i].proc.valid() && workers_[i].respawn_at <= t && (!stopping_ || !queue_.empty())) {
-            replace.push_back(i);
-          }
-        }
-      }
-      for (std::size_t i : replace) {
-        try {
-          // Bounded, so the supervisor goes on enforcing timeouts while
-          // other threads hold what the fork waits for.
-          spawn(i, clock::now() + replacement_prepare_limit);
-        } catch (...) {
-          // fork failed (EAGAIN) or could not be prepared in time: the slot
-          // stays empty (queued tasks wait for the other workers) and is
-          // tried again shortly.
-          std::lock_guard lock(mutex_);
-          workers_[i].proc = child_process();
-          workers_[i].respawn_at = clock::now() + respawn_delay;
-        }
-      }
+      clock::time_point wake_at;
+      if (!watch(fds, wake_at)) return;
+      sleep_until(fds, wake_at);
+      if (!handle_events(replace)) return;
+      replace_workers(replace);
       std::lock_guard lock(mutex_);
       dispatch();
+    }
+  }
+
+  // What to wait for: the two eventfds and every worker's pidfd, until the
+  // earliest deadline (a task's, a retry's, shutdown's). False when the pool
+  // is stopping and nothing is left to do.
+  bool watch(std::vector<pollfd>& fds, clock::time_point& wake_at) {
+    wake_at = clock::time_point::max();
+    fds.clear();
+    fds.push_back({wake_fd_.get(), POLLIN, 0});
+    fds.push_back({events_fd_.get(), POLLIN, 0});
+    std::lock_guard lock(mutex_);
+    bool blind = false; // a live worker without a pidfd: its end wakes nothing
+    for (const worker& w : workers_) {
+      fds.push_back({w.proc.valid() ? w.proc.native_handle() : -1, POLLIN, 0});
+      if (w.task) wake_at = std::min(wake_at, w.task->deadline);
+      if (!w.proc.valid() && w.respawn_at != clock::time_point{}) wake_at = std::min(wake_at, w.respawn_at);
+      blind = blind || (w.proc.valid() && w.proc.native_handle() < 0 && !w.proc.status().ended());
+    }
+    // Without pidfds (Linux before 5.3, a seccomp filter, valgrind) the
+    // supervisor looks at its workers every 10 ms instead.
+    if (blind) wake_at = std::min(wake_at, clock::now() + std::chrono::milliseconds(10));
+    if (stopping_) {
+      if (queue_.empty() && std::none_of(workers_.begin(), workers_.end(), [](const worker& w) { return bool(w.task); })) {
+        return false;
+      }
+      wake_at = std::min(wake_at, stop_by_);
+    }
+    return true;
+  }
+
+  void sleep_until(std::vector<pollfd>& fds, clock::time_point wake_at) {
+    const auto now = clock::now();
+    timespec ts{};
+    const timespec* timeout = nullptr;
+    if (wake_at != clock::time_point::max()) {
+      ts = to_timespec(wake_at > now ? std::chrono::duration_cast<std::chrono::nanoseconds>(wake_at - now)
+                                     : std::chrono::nanoseconds(0));
+      timeout = &ts;
+    }
+    if (::ppoll(fds.data(), fds.size(), timeout, nullptr) < 0 && errno != EINTR) {
+      throw_errno(errno, "forksafe::process_pool: ppoll failed in the supervisor"); // std::terminate
+    }
+    drain(wake_fd_.get());
+    drain(events_fd_.get());
+  }
+
+  // Collects answers, kills tasks past their deadline, buries workers that
+  // ended and lists the slots to fork again. False once shutdown's deadline
+  // passed (everything left is stopped).
+  bool handle_events(std::vector<std::size_t>& replace) {
+    replace.clear();
+    std::lock_guard lock(mutex_);
+    const auto t = clock::now();
+    const bool want_workers = !stopping_ || !queue_.empty();
+    for (std::size_t i = 0; i < workers_.size(); ++i) {
+      worker& w = workers_[i];
+      collect(i);
+      if (!w.proc.valid()) {
+        if (w.respawn_at <= t && want_workers) replace.push_back(i); // a failed replacement, due again
+        continue;
+      }
+      bool ended = false;
+      if (w.task && t >= w.task->deadline) {
+        ended = bury(i, w.proc.kill_and_reap(SIGKILL), true);
+      } else if (w.proc.poll().ended()) {
+        ended = bury(i, w.proc.status(), false);
+      }
+      if (ended && want_workers) replace.push_back(i);
+    }
+    if (stopping_ && t >= stop_by_) {
+      for (std::size_t i = 0; i < workers_.size(); ++i) {
+        if (workers_[i].task) bury(i, workers_[i].proc.kill_and_reap(SIGKILL), true);
+      }
+      cancel_queued();
+      return false;
+    }
+    return true;
+  }
+
+  void replace_workers(const std::vector<std::size_t>& replace) {
+    for (std::size_t i : replace) {
+      try {
+        // Bounded, so the supervisor goes on enforcing timeouts while
+        // other threads hold what the fork waits for.
+        spawn(i, clock::now() + replacement_prepare_limit);
+      } catch (...) {
+        // fork failed (EAGAIN) or could not be prepared in time: the slot
+        // stays empty (queued tasks wait for the other workers) and is
+        // tried again shortly.
+        std::lock_guard lock(mutex_);
+        workers_[i].proc = child_process();
+        workers_[i].respawn_at = clock::now() + respawn_delay;
+      }
     }
   }
 
@@ -750,14 +516,9 @@ private:
   // Closes this process's pool descriptors: the workers' sockets and the
   // two eventfds.
   void close_descriptors() noexcept {
-    for (worker& w : workers_) {
-      if (w.socket >= 0) ::close(w.socket);
-      w.socket = -1;
-    }
-    for (int* fd : {&events_fd_, &wake_fd_}) {
-      if (*fd >= 0) ::close(*fd);
-      *fd = -1;
-    }
+    for (worker& w : workers_) w.socket.reset();
+    events_fd_.reset();
+    wake_fd_.reset();
   }
 
   // Under mutex_ (or before start): tells every worker to exit, waits until
@@ -781,78 +542,17 @@ private:
     // holds the core).
   }
 
-  // ---- code mapped in the workers ---------------------------------------
-
-  struct loaded_object {
-    ElfW(Addr) bias;
-    std::string name;
-    friend bool operator<(const loaded_object& a, const loaded_object& b) {
-      return a.bias != b.bias ? a.bias < b.bias : a.name < b.name;
-    }
-  };
-
-  // The shared object (load bias and name) whose segments hold `address`.
-  static std::optional<loaded_object> object_holding(const void* address) {
-    struct search {
-      ElfW(Addr) address;
-      std::optional<loaded_object> found;
-    } s{reinterpret_cast<ElfW(Addr)>(address), std::nullopt};
-    ::dl_iterate_phdr(
-        [](dl_phdr_info* info, std::size_t, void* p) {
-          auto& q = *static_cast<search*>(p);
-          for (int k = 0; k < info->dlpi_phnum; ++k) {
-            const ElfW(Phdr)& ph = info->dlpi_phdr[k];
-            const ElfW(Addr) start = info->dlpi_addr + ph.p_vaddr;
-            if (ph.p_type == PT_LOAD && q.address >= start && q.address < start + ph.p_memsz) {
-              q.found = loaded_object{info->dlpi_addr, info->dlpi_name != nullptr ? info->dlpi_name : ""};
-              return 1;
-            }
-          }
-          return 0;
-        },
-        &s);
-    return s.found;
-  }
-
-  void record_loaded_objects() {
-    ::dl_iterate_phdr(
-        [](dl_phdr_info* info, std::size_t, void* self) {
-          static_cast<pool_core*>(self)->loaded_.insert(
-              loaded_object{info->dlpi_addr, info->dlpi_name != nullptr ? info->dlpi_name : ""});
-          return 0;
-        },
-        this);
-  }
-
-  // Throws std::invalid_argument if `code` lies in an object loaded after
-  // the workers were forked. Each address is looked up once.
-  void check_code_is_mapped(const void* code) {
-    {
-      std::lock_guard lock(mutex_);
-      if (checked_.count(code) != 0) return;
-    }
-    const auto object = object_holding(code);
-    if (object && loaded_.count(*object) == 0) {
-      throw std::invalid_argument("forksafe::process_pool::submit: the task's code is in " +
-                                  (object->name.empty() ? std::string("an object") : object->name) +
-                                  ", loaded after the pool's workers were forked; they do not have it mapped");
-    }
-    std::lock_guard lock(mutex_);
-    checked_.insert(code);
-  }
-
-  pool_options options_;
+  pool_limits options_;
   shared_region slots_;
   std::mutex mutex_;
   std::deque<std::shared_ptr<pool_ticket>> queue_;
   std::vector<worker> workers_;
-  std::set<loaded_object> loaded_;  // written before the supervisor starts, then only read
-  std::set<const void*> checked_;   // code addresses found mapped (under mutex_)
-  int events_fd_ = -1;
-  int wake_fd_ = -1;
+  loaded_objects loaded_; // what the workers have mapped
+  unique_fd events_fd_;   // workers write to it when nobody waits for their answer
+  unique_fd wake_fd_;     // submitters and shutdown() wake the supervisor
   bool stopping_ = false;
   std::chrono::steady_clock::time_point stop_by_{};
-  pid_t owner_;            // the process that made the pool: the workers' parent
+  owner_process owner_;    // the process that made the pool: the workers' parent
   bool forgotten_ = false; // forget_in_forked_process ran (in a forked process)
   std::mutex shutdown_mutex_;
   std::thread supervisor_;
@@ -862,9 +562,14 @@ inline bool pool_ticket::wait(std::chrono::steady_clock::time_point until) {
   return done.load(std::memory_order_acquire) != 0 || core->wait(*this, until);
 }
 inline int pool_ticket::native_handle() { return core->event_fd(*this); }
-inline void pool_ticket::kill(int sig) { core->kill(*this, sig); }
+inline void pool_ticket::kill(int sig) noexcept {
+  try {
+    core->kill(*this, sig);
+  } catch (...) {
+    // Locking the pool failed (std::system_error): nothing was signalled.
+  }
+}
 
-} // namespace detail
-} // namespace forksafe
+} // namespace forksafe::detail
 
 #endif // FORKSAFE_DETAIL_POOL_CORE_HPP

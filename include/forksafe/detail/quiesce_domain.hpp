@@ -42,6 +42,8 @@
 #include "futex.hpp"
 #include "owner_lock.hpp"
 #include "process_hub.hpp"
+#include "intrusive_ring.hpp"
+#include "registry.hpp"
 #include "registry_core.hpp"
 #include "registry_entry.hpp"
 
@@ -402,7 +404,7 @@ FORKSAFE_NOINLINE inline quiesce_state& make_quiesce(process_hub& h) noexcept {
       std::fputs("forksafe: cannot allocate the quiesce lock list; calling std::terminate\n", stderr);
       std::terminate();
     }
-    q->head.prev = q->head.next = &q->head;
+    ring_init(q->head);
     q->entry.type = &quiesce_entry_kind;
     q->entry.caps = entry_can_try | entry_can_wait | entry_can_partial | entry_has_parent | entry_has_child |
                     entry_can_describe;
@@ -436,10 +438,7 @@ inline bool lock_quiesce_list(quiesce_state& q) noexcept {
 inline void link_quiesce(quiesce_node& n) noexcept {
   quiesce_state& q = quiesce();
   const bool mine = lock_quiesce_list(q);
-  n.prev = q.head.prev;
-  n.next = &q.head;
-  q.head.prev->next = &n;
-  q.head.prev = &n;
+  ring_push_back(q.head, n);
   if (mine) q.list_lock.unlock();
 }
 
@@ -453,8 +452,7 @@ inline void unlink_quiesce(quiesce_node& n) noexcept {
     futex_wait(q.blocked_seq, seen);
     q.list_lock.lock(me);
   }
-  n.prev->next = n.next;
-  n.next->prev = n.prev;
+  ring_unlink(n);
   if (mine) q.list_lock.unlock();
 }
 

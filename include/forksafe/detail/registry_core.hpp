@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 //
-// forksafe/detail/registry_core.hpp: the fork handler registry's machinery:
-// the entry list, the prepare passes, the after-fork calls, and the report of
-// a slow fork. One registry_state per process, in the hub; the public face
+// forksafe/detail/registry_core.hpp: the fork handler registry's state and
+// passes: the entry list, the prepare passes, the after-fork calls, removal
+// from inside a handler. detail/registry.hpp builds the registry on it (the
+// pthread_atfork triple, preparing ahead, adding and removing). One registry_state per process, in the hub; the public face
 // is atfork_registry (atfork_registry.hpp). docs/design.md explains the
 // algorithm; the rules are:
 //
@@ -29,68 +30,29 @@
 #define FORKSAFE_DETAIL_REGISTRY_CORE_HPP
 
 #include "config.hpp"
+#include "deadlines.hpp"
 #include "futex.hpp"
+#include "intrusive_ring.hpp"
 #include "owner_lock.hpp"
 #include "process_hub.hpp"
 #include "registry_entry.hpp"
+#include "registry_report.hpp"
 
 #include <algorithm> // std::min
 #include <atomic>    // live count, settings
-#include <cerrno>    // errno is kept around the handlers
-#include <chrono>    // deadlines
 #include <climits>   // INT_MAX
-#include <cstdarg>   // std::va_list: report lines
 #include <cstddef>   // std::size_t
 #include <cstdint>   // nanosecond counts
-#include <cstdio>    // std::snprintf, std::fputs: reports
-#include <cstdlib>   // std::getenv, std::strtoll: settings from the environment
-#include <cstring>   // std::strncpy
-#include <exception> // std::terminate
-#include <new>       // std::nothrow
+#include <cstdio>    // std::snprintf
+#include <cstring>   // std::strlen
 
-#include <pthread.h> // pthread_atfork
-#include <sched.h>   // sched_yield
-#include <time.h>    // nanosleep
-#include <unistd.h>  // write
+#include <sched.h>  // sched_yield
+#include <time.h>   // nanosleep
+#include <unistd.h> // write
 
 namespace forksafe::detail {
-
-/// steady_clock now, in nanoseconds since its epoch.
-inline std::int64_t steady_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 /// The prepare timeout used when neither the program nor the environment sets one.
 inline constexpr std::int64_t default_prepare_timeout_ns = 10'000'000'000;
-
-/// One entry that held a fork back: for reports.
-struct blocker_stat {
-  const registry_entry* entry;
-  std::uint32_t refusals;
-  std::int64_t held_back_ns; ///< time spent blocked on it or backing off after it refused
-  char name[64];
-  char detail[96];
-};
-
-/// What one fork's preparation looked like: filled by the forking thread.
-struct fork_stats {
-  static constexpr unsigned max_blockers = 4;
-  std::int64_t started_ns;
-  std::int64_t waited_ns;
-  std::uint32_t passes;
-  std::uint32_t blocker_count;
-  std::uint32_t unprepared_count; ///< entries a timed-out fork went on without
-  bool gave_up;
-  bool ahead; ///< prepared for forksafe's own fork (prepare_ahead), which fails instead of going on
-  blocker_stat blockers[max_blockers];
-  char unprepared[max_blockers][64];
-};
-
-/// The slow-fork callback, as the registry keeps it (the public side wraps a
-/// std::function in it).
-using slow_fork_fn = void (*)(const fork_stats&, void* context) noexcept;
 
 enum class fork_phase : std::uint32_t {
   idle,     ///< no fork
@@ -212,64 +174,6 @@ inline void add_held_back(registry_state& r, const registry_entry& e, std::int64
   }
 }
 
-/// Text appended to a fixed buffer, cut at its end.
-struct line_buffer {
-  char* out;
-  std::size_t capacity;
-  std::size_t n = 0;
-
-#if defined(__GNUC__) || defined(__clang__)
-  __attribute__((format(printf, 2, 3)))
-#endif
-  void put(const char* fmt, ...) noexcept {
-    if (n + 1 >= capacity) return;
-    std::va_list args;
-    va_start(args, fmt);
-    const int k = std::vsnprintf(out + n, capacity - n, fmt, args);
-    va_end(args);
-    if (k > 0) n = std::min(n + static_cast<std::size_t>(k), capacity - 1);
-  }
-};
-
-/// "; held back by 'x' refused N times, held it back M ms: detail; ..."
-inline void format_blockers(const fork_stats& s, line_buffer& b) noexcept {
-  for (std::uint32_t i = 0; i < s.blocker_count; ++i) {
-    const blocker_stat& k = s.blockers[i];
-    b.put("%s '%s' refused %u time%s, held it back %lld ms%s%s", i == 0 ? "; held back by" : ";", k.name,
-          static_cast<unsigned>(k.refusals), k.refusals == 1 ? "" : "s",
-          static_cast<long long>(k.held_back_ns / 1'000'000), k.detail[0] != '\0' ? ": " : "", k.detail);
-  }
-}
-
-/// What held back a forksafe fork that gave up: "the fork could not be
-/// prepared within N ms; held back by ...".
-inline void format_unprepared(const fork_stats& s, char* out, std::size_t capacity) noexcept {
-  line_buffer b{out, capacity};
-  out[0] = '\0';
-  b.put("the fork could not be prepared within %lld ms", static_cast<long long>(s.waited_ns / 1'000'000));
-  format_blockers(s, b);
-}
-
-/// One line, starting with "forksafe:" and ending with a newline, for stderr.
-inline void format_report(const fork_stats& s, char* out, std::size_t capacity) noexcept {
-  line_buffer b{out, capacity - 1}; // room for the newline
-  out[0] = '\0';
-  const long long ms = static_cast<long long>(s.waited_ns / 1'000'000);
-  const char* what = s.ahead ? "a forksafe fork" : "fork()";
-  if (!s.gave_up) {
-    b.put("forksafe: %s waited %lld ms to prepare", what, ms);
-  } else if (s.ahead) {
-    b.put("forksafe: %s could not be prepared within %lld ms and was not made", what, ms);
-  } else {
-    b.put("forksafe: %s could not be prepared within %lld ms and went on without", what, ms);
-    for (std::uint32_t i = 0; i < s.unprepared_count; ++i) b.put("%s '%s'", i == 0 ? "" : ",", s.unprepared[i]);
-    b.put(" (in the child, quiesce locks it could not take are poisoned)");
-  }
-  format_blockers(s, b);
-  out[b.n] = '\n';
-  out[b.n + 1] = '\0';
-}
-
 /// Prints and calls back for a fork that was slow or gave up. Called by the
 /// forking thread with fork_lock held and every entry's after-fork call done.
 inline void report_fork(registry_state& r) noexcept {
@@ -295,18 +199,12 @@ inline void report_fork(registry_state& r) noexcept {
 // ---- the list, outside forks ----------------------------------------------
 
 inline void link_entry(registry_state& r, registry_entry& e, bool oldest = false) noexcept {
-  registry_entry* const after = oldest ? &r.head : r.head.prev;
-  e.prev = after;
-  e.next = after->next;
-  after->next->prev = &e;
-  after->next = &e;
+  ring_insert_after(oldest ? r.head : *r.head.prev, e);
   r.live.fetch_add(1, std::memory_order_relaxed);
 }
 
 inline void unlink_entry(registry_state& r, registry_entry& e) noexcept {
-  e.prev->next = e.next;
-  e.next->prev = e.prev;
-  e.prev = e.next = nullptr;
+  ring_unlink(e);
   r.live.fetch_sub(1, std::memory_order_relaxed);
 }
 
@@ -532,217 +430,6 @@ inline void run_after_fork(registry_state& r, bool child) noexcept {
     r.changed_in_fork = false;
   }
   r.phase = fork_phase::idle;
-}
-
-// ---- the pthread_atfork triple ---------------------------------------------
-
-inline registry_state& registry() noexcept;
-
-inline void begin_fork(registry_state& r, std::uint32_t me, bool ahead) noexcept {
-  r.fork_lock.lock(me);
-  r.list_lock.lock(me);
-  // Only the counters: the name arrays are read up to the counts, and
-  // writing all of them would touch pages the last fork made copy-on-write.
-  r.held = r.cursor = r.refuser = nullptr;
-  fork_stats& s = r.stats;
-  s.started_ns = steady_ns();
-  s.waited_ns = 0;
-  s.passes = s.blocker_count = s.unprepared_count = 0;
-  s.gave_up = false;
-  s.ahead = ahead;
-}
-
-inline std::int64_t deadline_from(const registry_state& r, std::int64_t start_ns) noexcept {
-  const std::int64_t t = r.prepare_timeout_ns.load(std::memory_order_relaxed);
-  return t >= INT64_MAX - start_ns ? INT64_MAX : start_ns + t;
-}
-
-inline void on_prepare() noexcept {
-  const int saved = errno;
-  registry_state& r = registry();
-  thread_record& self = this_thread();
-  if (r.fork_lock.owner() == self.id) {
-    if (r.phase == fork_phase::ahead) {
-      r.phase = fork_phase::ready; // prepare_ahead did it for this fork()
-    } else {
-      ++self.nested_forks; // a signal handler forks inside a fork: no handlers, as _Fork()
-    }
-    errno = saved;
-    return;
-  }
-  begin_fork(r, self.id, false);
-  (void)prepare_all(r, deadline_from(r, r.stats.started_ns), false);
-  r.stats.waited_ns = steady_ns() - r.stats.started_ns;
-  errno = saved;
-}
-
-inline void end_fork_in_parent(registry_state& r) noexcept {
-  run_after_fork(r, false);
-  r.list_lock.unlock();
-  report_fork(r);
-  r.fork_lock.unlock();
-}
-
-inline void on_parent() noexcept {
-  const int saved = errno; // fork's own errno when fork() failed
-  thread_record& self = this_thread();
-  if (self.nested_forks != 0) {
-    --self.nested_forks;
-  } else {
-    end_fork_in_parent(registry());
-  }
-  errno = saved;
-}
-
-inline void on_child() noexcept {
-  const int saved = errno;
-  process_hub& h = hub();
-  h.fork_generation.fetch_add(1, std::memory_order_relaxed);
-  record_fork_survivor();
-  thread_record& self = this_thread();
-  if (self.nested_forks != 0) {
-    --self.nested_forks;
-  } else {
-    registry_state& r = registry();
-    run_after_fork(r, true);
-    r.list_lock.reset_in_child(); // threads that waited on them are gone
-    r.fork_lock.reset_in_child();
-    r.blocked_seq.store(0, std::memory_order_relaxed);
-  }
-  errno = saved;
-}
-
-// ---- preparing ahead: forksafe's own forks --------------------------------
-
-/// Prepares a fork the calling thread will make with fork() right after, by
-/// `deadline_ns` at the latest. Requires: every signal blocked on this
-/// thread (so no handler can fork in between). True: call fork() now (its
-/// handlers consume the preparation), or cancel_ahead(). False: nothing is
-/// prepared, nothing held; `stats` says what held the fork back.
-inline bool prepare_ahead(std::int64_t deadline_ns, fork_stats& stats) noexcept {
-  registry_state& r = registry();
-  const std::uint32_t me = this_thread_id();
-  if (r.fork_lock.owner() == me) { // inside a fork handler: fork() would run no handlers anyway
-    stats = fork_stats{};
-    return true;
-  }
-  begin_fork(r, me, true);
-  const std::int64_t own = deadline_from(r, r.stats.started_ns);
-  const bool ok = prepare_all(r, std::min(own, deadline_ns), true);
-  r.stats.waited_ns = steady_ns() - r.stats.started_ns;
-  stats = r.stats;
-  if (ok) {
-    r.phase = fork_phase::ahead;
-    return true;
-  }
-  r.phase = fork_phase::idle;
-  r.list_lock.unlock();
-  report_fork(r);
-  r.fork_lock.unlock();
-  return false;
-}
-
-/// Undoes a successful prepare_ahead whose fork() was not called.
-inline void cancel_ahead() noexcept {
-  registry_state& r = registry();
-  if (r.phase != fork_phase::ahead || r.fork_lock.owner() != this_thread_id()) return;
-  end_fork_in_parent(r);
-}
-
-// ---- the registry itself --------------------------------------------------
-
-/// Reads a non-negative millisecond count from the environment; -1 when
-/// unset; garbage is ignored with one line on stderr.
-inline std::int64_t env_milliseconds(const char* name) noexcept {
-  const char* s = std::getenv(name);
-  if (s == nullptr || *s == '\0') return -1;
-  char* end = nullptr;
-  errno = 0;
-  const long long v = std::strtoll(s, &end, 10);
-  if (errno != 0 || end == s || *end != '\0' || v < 0 || v > 365LL * 24 * 3600 * 1000) {
-    std::fprintf(stderr, "forksafe: ignoring %s=\"%.40s\": expected a number of milliseconds\n", name, s);
-    return -1;
-  }
-  return v;
-}
-
-FORKSAFE_NOINLINE inline registry_state& make_registry(process_hub& h) noexcept {
-  (void)this_thread(); // its record exists before any fork handler needs it
-  h.init_lock.lock(1);
-  registry_state* r = h.registry.load(std::memory_order_acquire);
-  if (r == nullptr) {
-    r = new (std::nothrow) registry_state();
-    if (r == nullptr) {
-      std::fputs("forksafe: cannot allocate the fork handler registry; calling std::terminate\n", stderr);
-      std::terminate();
-    }
-    r->head.next = r->head.prev = &r->head;
-    const int saved = errno;
-    if (const std::int64_t ms = env_milliseconds("FORKSAFE_PREPARE_TIMEOUT_MS"); ms >= 0) {
-      r->prepare_timeout_ns.store(ms * 1'000'000, std::memory_order_relaxed);
-    }
-    if (const std::int64_t ms = env_milliseconds("FORKSAFE_SLOW_FORK_MS"); ms >= 0) {
-      r->stderr_threshold_ns.store(ms * 1'000'000, std::memory_order_relaxed);
-    }
-    errno = saved;
-    ::pthread_atfork(&on_prepare, &on_parent, &on_child);
-    pin_object_of(reinterpret_cast<const void*>(&on_prepare));
-    h.registry.store(r, std::memory_order_release);
-  }
-  h.init_lock.unlock();
-  return *r;
-}
-
-/// The process's registry; made, with its pthread_atfork triple, on first use.
-inline registry_state& registry() noexcept {
-  process_hub& h = hub();
-  registry_state* r = h.registry.load(std::memory_order_acquire);
-  return FORKSAFE_LIKELY(r != nullptr) ? *r : make_registry(h);
-}
-
-/// Adds an entry, as the newest (or the oldest). From inside a handler on
-/// the forking thread it takes part from the next fork on; otherwise it may
-/// wait for a fork in progress (not while that fork blocks on an entry or
-/// backs off).
-inline void registry_add(registry_entry& e, bool oldest = false) noexcept {
-  registry_state& r = registry();
-  const std::uint32_t me = this_thread_id();
-  if (r.list_lock.owner() == me) {
-    e.flags |= entry_added_in_fork;
-    r.changed_in_fork = true;
-    link_entry(r, e, oldest);
-    return;
-  }
-  r.list_lock.lock(me);
-  link_entry(r, e, oldest);
-  r.list_lock.unlock();
-}
-
-/// Removes and destroys an entry; when it returns its handlers no longer run
-/// (see the file comment for removal from inside a handler).
-inline void registry_remove(registry_entry& e) noexcept {
-  registry_state& r = registry();
-  const std::uint32_t me = this_thread_id();
-  if (r.list_lock.owner() == me) {
-    remove_in_fork(r, e);
-    return;
-  }
-  if (r.fork_lock.owner() == me && r.phase == fork_phase::blocking && r.blocked_on == &e) {
-    e.flags |= entry_self_removed; // from inside its own prepare_until: finished when it returns
-    return;
-  }
-  r.list_lock.lock(me);
-  while (r.blocked_on == &e) { // a fork is blocked inside this entry: wait for it to come out
-    const std::uint32_t seen = r.blocked_seq.load(std::memory_order_acquire);
-    r.list_lock.unlock();
-    futex_wait(r.blocked_seq, seen);
-    r.list_lock.lock(me);
-  }
-  // Outside blocking and backing off, a fork holds the list lock: an entry
-  // seen here is prepared for no fork.
-  unlink_entry(r, e);
-  r.list_lock.unlock();
-  call_entry(e, entry_op::destroy);
 }
 
 } // namespace forksafe::detail

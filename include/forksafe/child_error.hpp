@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: MIT
+//
+// forksafe/child_error.hpp: how a child ended without delivering a value,
+// or why no child was made; thrown by process_result::get() for fork_call
+// and process_pool tasks alike.
+//
+// Defines:
+//   child_error   the exception: why(), one predicate per reason, the details.
+
+#ifndef FORKSAFE_CHILD_ERROR_HPP
+#define FORKSAFE_CHILD_ERROR_HPP
+
+#include "detail/config.hpp"
+#include "detail/signal_names.hpp"
+
+#include <chrono>      // how long a timed-out child ran
+#include <cstddef>     // std::size_t
+#include <memory>      // std::shared_ptr: copies never throw
+#include <stdexcept>   // std::runtime_error
+#include <string>      // the texts
+#include <sys/types.h> // pid_t
+#include <utility>     // std::move
+
+namespace forksafe {
+
+/// How a child ended without delivering a value; thrown by
+/// process_result::get(). Copying never throws (the texts are shared).
+///
+/// | why()     | the child...                                            | accessors                  |
+/// |-----------|---------------------------------------------------------|----------------------------|
+/// | exited    | ended with exit code N without a result (_exit, exit)   | exit_code()                |
+/// | signaled  | was killed by a signal forksafe did not send for a      | signal_number(),           |
+/// |           | timeout (a crash, kill(), the OOM killer)               | signal_name()              |
+/// | threw     | let an exception escape the callable                    | exception_type(),          |
+/// |           |                                                         | exception_what(),          |
+/// |           |                                                         | what_truncated()           |
+/// | timed_out | ran past fork_options::timeout; forksafe killed it      | signal_number() (SIGKILL)  |
+/// | lost      | ended without a result and was reaped by someone else   | none                       |
+/// |           | (SIGCHLD ignored, a foreign waitpid), so how is unknown |                            |
+/// | prepare_  | was never forked: the fork could not be prepared within | blocker(); pid() is -1     |
+/// | timed_out | the timeout (another thread held a lock the fork waits  |                            |
+/// |           | for); fork_options::timeout counts from the call        |                            |
+/// | cancelled | was never run: a pool task still queued when the pool   | pid() is -1                |
+/// |           | shut down past its deadline                             |                            |
+///
+/// what() reads "child 4242 was killed by SIGSEGV", "child 4242 exited with
+/// code 3 without a result", "child 4242 threw std::runtime_error: boom",
+/// "child 4242 timed out after running 480 ms and was killed by SIGKILL",
+/// "child 4242 ended without a result and was reaped by someone else
+/// (SIGCHLD ignored or a foreign waitpid)", "no child was forked: the fork
+/// could not be prepared within 500 ms; held back by ..." or "the task never
+/// ran: it was still queued when the pool shut down".
+class child_error : public std::runtime_error {
+public:
+  /// The way the child ended; see the table above.
+  enum class reason : unsigned char { exited, signaled, threw, timed_out, lost, prepare_timed_out, cancelled };
+
+  /// exception_what() keeps at most this many bytes of what(), cut at a UTF-8
+  /// character boundary; what_truncated() says whether it was cut.
+  static constexpr std::size_t max_what_length = 1024;
+  /// The exception's type travels as its mangled name, cut to this many bytes
+  /// (a longer one is shown cut and mangled), and is demangled in the parent.
+  static constexpr std::size_t max_type_name_length = 256;
+  /// The exit code of a child that could not write its result (the callable
+  /// closed the result descriptor, say), or of a process_pool worker that
+  /// could not map a large result's memory: reported as exited() with it.
+  static constexpr int undelivered_exit_code = 126;
+
+  /// Everything a child_error carries; forksafe fills it in.
+  struct details {
+    reason why = reason::lost;
+    pid_t pid = -1;
+    int value = 0; ///< exit code (exited) or signal number (signaled, timed_out)
+    std::string exception_type{};
+    std::string exception_what{};
+    bool what_truncated = false;
+    /// prepare_timed_out: what held the fork back (the registry's report).
+    std::string blocker{};
+    /// timed_out: how long the child ran before it was killed, and how long
+    /// the fork waited to be prepared before it (both count toward the
+    /// timeout); negative when unknown.
+    std::chrono::nanoseconds ran_for{-1};
+    std::chrono::nanoseconds prepare_time{-1};
+  };
+
+  /// Builds the error and its what() sentence. Public so that code wrapping
+  /// forksafe (and its tests) can make one; forksafe itself is the usual source.
+  /// Throws std::bad_alloc.
+  explicit child_error(details d)
+      : std::runtime_error(describe(d)), details_(std::make_shared<const details>(std::move(d))) {}
+
+  /// How the child ended; the predicates below test one reason each.
+  [[nodiscard]] reason why() const noexcept { return details_->why; }
+  /// The child's process id; for a process_pool task, its worker's. Do not
+  /// signal it: the process may have been reaped and the number reused, or
+  /// (a worker whose task threw) it may be running other tasks.
+  [[nodiscard]] pid_t pid() const noexcept { return details_->pid; }
+
+  [[nodiscard]] bool exited() const noexcept { return why() == reason::exited; }
+  [[nodiscard]] bool signaled() const noexcept { return why() == reason::signaled; }
+  [[nodiscard]] bool threw() const noexcept { return why() == reason::threw; }
+  [[nodiscard]] bool timed_out() const noexcept { return why() == reason::timed_out; }
+  [[nodiscard]] bool lost() const noexcept { return why() == reason::lost; }
+  [[nodiscard]] bool prepare_timed_out() const noexcept { return why() == reason::prepare_timed_out; }
+  [[nodiscard]] bool cancelled() const noexcept { return why() == reason::cancelled; }
+
+  /// prepare_timed_out(): what held the fork back (names of registry
+  /// entries, a quiesce lock's address and holder); "" otherwise.
+  [[nodiscard]] const std::string& blocker() const noexcept { return details_->blocker; }
+
+  /// The exit code when exited(), else -1.
+  [[nodiscard]] int exit_code() const noexcept { return exited() ? details_->value : -1; }
+  /// The signal that killed the child when signaled() or timed_out(), else 0.
+  [[nodiscard]] int signal_number() const noexcept {
+    return signaled() || timed_out() ? details_->value : 0;
+  }
+  /// "SIGSEGV" for signal_number(), or "" when no signal killed the child.
+  [[nodiscard]] std::string signal_name() const {
+    return signal_number() != 0 ? detail::signal_name(signal_number()) : std::string();
+  }
+  /// The demangled type of what the child threw ("std::runtime_error"), when
+  /// threw(); "" otherwise, or where the C++ ABI cannot name it.
+  [[nodiscard]] const std::string& exception_type() const noexcept { return details_->exception_type; }
+  /// Its what() when it was a std::exception, at most max_what_length bytes;
+  /// "" otherwise.
+  [[nodiscard]] const std::string& exception_what() const noexcept { return details_->exception_what; }
+  /// Whether exception_what() was cut to max_what_length.
+  [[nodiscard]] bool what_truncated() const noexcept { return details_->what_truncated; }
+
+private:
+  static std::string describe(const details& d) {
+    std::string s = "child " + std::to_string(d.pid);
+    switch (d.why) {
+    case reason::exited: return s + " exited with code " + std::to_string(d.value) + " without a result";
+    case reason::signaled: return s + " was killed by " + detail::signal_name(d.value);
+    case reason::threw:
+      s += " threw ";
+      s += d.exception_type.empty() ? std::string("an exception") : d.exception_type;
+      if (!d.exception_what.empty()) s += ": " + d.exception_what;
+      if (d.what_truncated) s += " [truncated]";
+      return s;
+    case reason::timed_out:
+      s += " timed out";
+      if (d.ran_for.count() >= 0) s += " after running " + std::to_string(d.ran_for.count() / 1'000'000) + " ms";
+      if (d.prepare_time.count() >= 1'000'000) {
+        s += " (its fork waited " + std::to_string(d.prepare_time.count() / 1'000'000) + " ms to be prepared first)";
+      }
+      return s + " and was killed by " + detail::signal_name(d.value);
+    case reason::prepare_timed_out:
+      return "no child was forked: " + (d.blocker.empty() ? std::string("the fork could not be prepared in time")
+                                                           : d.blocker);
+    case reason::cancelled: return "the task never ran: it was still queued when the pool shut down";
+    case reason::lost:
+      return s + " ended without a result and was reaped by someone else"
+                 " (SIGCHLD ignored or a foreign waitpid)";
+    }
+    return s + " ended in an unknown way";
+  }
+
+  std::shared_ptr<const details> details_;
+};
+
+} // namespace forksafe
+
+#endif // FORKSAFE_CHILD_ERROR_HPP

@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: MIT
+//
+// forksafe/detail/deadlines.hpp: steady-clock time as a number, and a
+// deadline a duration after a time point that neither overflows nor wraps.
+
+#ifndef FORKSAFE_DETAIL_DEADLINES_HPP
+#define FORKSAFE_DETAIL_DEADLINES_HPP
+
+#include "config.hpp"
+
+#include <chrono>  // steady_clock
+#include <cstdint> // nanosecond counts
+
+namespace forksafe::detail {
+
+/// steady_clock now, in nanoseconds since its epoch.
+inline std::int64_t steady_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+/// steady_clock::now() + d, saturating at time_point::max(); d <= 0: now.
+template <class Rep, class Period>
+std::chrono::steady_clock::time_point deadline_after(std::chrono::steady_clock::time_point start,
+                                                     std::chrono::duration<Rep, Period> d) {
+  using clock = std::chrono::steady_clock;
+  if (d <= d.zero()) return start;
+  const auto room = clock::time_point::max() - start;
+  // Compared in long double, so a huge d (hours::max()) cannot overflow.
+  if (std::chrono::duration<long double>(d) >= std::chrono::duration<long double>(room)) {
+    return clock::time_point::max();
+  }
+  return start + std::chrono::ceil<clock::duration>(d);
+}
+
+} // namespace forksafe::detail
+
+#endif // FORKSAFE_DETAIL_DEADLINES_HPP

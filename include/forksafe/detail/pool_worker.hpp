@@ -1,0 +1,180 @@
+// SPDX-License-Identifier: MIT
+//
+// forksafe/detail/pool_worker.hpp: a process_pool worker's side: the slot
+// it shares with the parent (a mailbox in a shared mapping), how a task
+// travels as bytes and runs there, and the worker's loop. The parent's side
+// is detail/pool_core.hpp.
+
+#ifndef FORKSAFE_DETAIL_POOL_WORKER_HPP
+#define FORKSAFE_DETAIL_POOL_WORKER_HPP
+
+#include "../child_error.hpp"
+#include "config.hpp"
+#include "eventfd.hpp"
+#include "fd_passing.hpp"
+#include "futex.hpp"
+#include "result_frame.hpp"
+
+#include <atomic>  // the slot's sequence words
+#include <climits> // INT_MAX
+#include <cstddef> // std::size_t
+#include <cstdint> // std::uint32_t
+#include <cstring> // std::memcpy
+#include <new>     // std::launder
+#include <tuple>   // the arguments
+
+#include <fcntl.h>       // F_DUPFD_CLOEXEC: a worker's copy of its own descriptors
+#include <sys/mman.h>    // mmap: a large result's memfd
+#include <sys/stat.h>    // fstat: is a worker's descriptor still its own?
+#include <unistd.h>      // getppid, write, close
+
+#if defined(__linux__)
+#include <linux/kcmp.h>  // KCMP_FILE: is a worker's descriptor still its own?
+#include <sys/syscall.h> // SYS_kcmp
+#endif
+
+namespace forksafe::detail {
+
+/// The callable and the arguments, as they travel: bytes.
+template <class F, class... Args>
+struct pool_payload {
+  F f;
+  std::tuple<Args...> args;
+};
+
+inline constexpr std::size_t pool_request_capacity = 1024;
+
+enum class pool_op : std::uint32_t { run = 1, exit = 2 };
+
+struct pool_slot;
+using pool_invoke_fn = void (*)(const unsigned char* request, void* region, std::size_t region_size,
+                                pool_slot& slot, pid_t worker) noexcept;
+
+/// One worker's mailbox, in the shared mapping.
+struct alignas(64) pool_slot {
+  std::atomic<std::uint32_t> request_seq{0};    // the parent bumps it after writing a request
+  std::atomic<std::uint32_t> taken_seq{0};      // the worker sets it to request_seq once it took the request
+  std::atomic<std::uint32_t> response_seq{0};   // the worker bumps it after writing a response
+  std::atomic<std::uint32_t> parent_waiting{0}; // threads of the parent waiting on response_seq
+  pool_op op = pool_op::run;
+  pool_invoke_fn invoke = nullptr;
+  std::uint32_t region_size = 0; // non-zero: a memfd for the result follows on the socket
+  std::uint32_t response_size = 0;
+  alignas(64) unsigned char request[pool_request_capacity];
+  alignas(64) unsigned char response[frame_capacity];
+};
+
+/// Runs a task in a worker: rebuilds the payload from its bytes and puts the
+/// outcome's frame in the slot, as fork_call's child writes it to its pipe.
+/// A process the task forked that comes back here writes nothing.
+template <class R, class Payload>
+void pool_invoke(const unsigned char* request, void* region, std::size_t region_size, pool_slot& slot,
+                 pid_t worker) noexcept {
+  alignas(Payload) unsigned char storage[sizeof(Payload)];
+  std::memcpy(storage, request, sizeof(Payload));
+  Payload& p = *std::launder(reinterpret_cast<Payload*>(storage));
+  auto call = [&]() -> decltype(auto) { return std::apply(p.f, p.args); };
+  produce_frame<R>(call, region, region_size, [&slot, worker](auto& frame) noexcept {
+    if (::getpid() != worker) return;
+    slot.response_size = static_cast<std::uint32_t>(frame.size());
+    std::memcpy(slot.response, frame.data(), frame.size());
+  });
+}
+
+/// One of a worker's own descriptors, and a way to tell later whether the
+/// number still names the same open file: a task may close it, and the
+/// number may then be reused for something else. A copy made at the start
+/// is compared with kcmp(KCMP_FILE), which tells one eventfd from another
+/// (they share an inode); where kcmp is refused (seccomp, no CONFIG_KCMP) or
+/// the copy could not be made, device and inode from fstat are compared.
+class own_descriptor {
+public:
+  explicit own_descriptor(int fd) noexcept : fd_(fd), copy_(::fcntl(fd, F_DUPFD_CLOEXEC, 64)) {
+    struct stat st {};
+    if (::fstat(fd, &st) == 0) {
+      dev_ = st.st_dev;
+      ino_ = st.st_ino;
+    }
+  }
+  own_descriptor(const own_descriptor&) = delete; // one copy per worker
+  own_descriptor& operator=(const own_descriptor&) = delete;
+  // No destructor: the worker ends with _exit.
+
+  [[nodiscard]] bool intact() const noexcept {
+#if defined(__linux__) && defined(SYS_kcmp)
+    if (copy_ >= 0) {
+      const pid_t self = ::getpid();
+      const long same = ::syscall(SYS_kcmp, self, self, KCMP_FILE, fd_, copy_);
+      if (same >= 0) return same == 0;
+      if (errno == EBADF) return false; // closed (the number or the copy)
+    }
+#endif
+    struct stat st {};
+    return ::fstat(fd_, &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_;
+  }
+
+private:
+  int fd_;
+  int copy_;
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+};
+
+/// A worker's whole life: wait for a request, run it, answer; until told to
+/// exit, or until the parent is gone (checked once a second while idle: a
+/// parent-death signal would follow the forking thread, not the process).
+/// A task that closed the worker's socket or event descriptor (or put
+/// something else at their numbers) gets its answer through the slot; the
+/// worker checks a descriptor only before it uses it (a caller waiting in
+/// get() is woken through the slot's futex, which needs none), and exits to
+/// be replaced rather than write into or read from one that is no longer
+/// its own. Returns the exit code (child_process::spawn
+/// _exits with it).
+inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t parent) noexcept {
+  const pid_t self = ::getpid();
+  const own_descriptor own_socket(socket);
+  const own_descriptor own_events(events_fd);
+  // The slot was reset to 0 before the fork: a request may already be there.
+  std::uint32_t seen = 0;
+  const timespec second{1, 0};
+  for (;;) {
+    std::uint32_t now = slot.request_seq.load(std::memory_order_acquire);
+    while (now == seen) {
+      if (::getppid() != parent) return 0;
+      futex_wait(slot.request_seq, seen, &second, true);
+      now = slot.request_seq.load(std::memory_order_acquire);
+    }
+    seen = now;
+    if (slot.op == pool_op::exit) return 0;
+    const std::size_t region_size = slot.region_size;
+    // A task before this one closed the socket (or put something else at its
+    // number): leave this request untaken; the pool gives it to a replacement.
+    if (region_size != 0 && !own_socket.intact()) return 0;
+    slot.taken_seq.store(now, std::memory_order_release); // from here on, a death fails this task
+    void* region = nullptr;
+    if (region_size != 0) {
+      const int fd = receive_fd(socket);
+      if (fd >= 0) {
+        void* p = ::mmap(nullptr, region_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        region = p == MAP_FAILED ? nullptr : p;
+        ::close(fd);
+      }
+      if (region == nullptr) return child_error::undelivered_exit_code;
+    }
+    slot.invoke(slot.request, region, region_size, slot, self);
+    if (::getpid() != self) return 0; // a process the task forked came back here: only the worker answers
+    if (region != nullptr) ::munmap(region, region_size);
+    slot.response_seq.fetch_add(1, std::memory_order_seq_cst);
+    if (slot.parent_waiting.load(std::memory_order_seq_cst) != 0) {
+      futex_wake(slot.response_seq, INT_MAX, true); // the caller collects it: no descriptor involved
+    } else if (own_events.intact()) {
+      ring(events_fd); // the supervisor collects it
+    } else {
+      return 0; // the supervisor sees the end, collects the answer, replaces the worker
+    }
+  }
+}
+
+} // namespace forksafe::detail
+
+#endif // FORKSAFE_DETAIL_POOL_WORKER_HPP

@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: MIT
+//
+// forksafe/detail/shared_region.hpp: a shared mapping made before fork() (or
+// from a memfd, to pass to a process forked earlier), where a child builds a
+// large result its parent then reads in place.
+
+#ifndef FORKSAFE_DETAIL_SHARED_REGION_HPP
+#define FORKSAFE_DETAIL_SHARED_REGION_HPP
+
+#include "config.hpp"
+#include "owner_process.hpp"
+
+#include <cerrno>       // errno
+#include <cstddef>      // std::size_t
+#include <string>       // error texts
+#include <system_error> // std::system_error
+#include <utility>      // std::exchange
+
+#include <sys/mman.h> // mmap, munmap, madvise, memfd_create
+#include <unistd.h>   // sysconf, close
+
+namespace forksafe::detail {
+
+/// A shared anonymous mapping, made before fork() so parent and child see
+/// the same pages. Move-only. In a process forked from the one that made it,
+/// destroying an inherited copy does not unmap (the range may not be mapped
+/// there, or may hold something else by then).
+class shared_region {
+public:
+  shared_region() noexcept = default;
+  /// Maps at least `bytes`, rounded up to whole pages. Throws std::system_error
+  /// with errno (ENOMEM under RLIMIT_AS, say) and then holds nothing.
+  explicit shared_region(std::size_t bytes) {
+    const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    const std::size_t size = (bytes + page - 1) / page * page;
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+      const int err = errno;
+      throw std::system_error(err, std::generic_category(),
+                              "forksafe: fork_call could not map " + std::to_string(size) +
+                                  " bytes of shared memory for its result (mmap)");
+    }
+    data_ = p;
+    size_ = size;
+    owner_.set();
+  }
+  /// Maps `bytes` of the file `fd` (a memfd) shared, and keeps `fd` so it can
+  /// be passed to a process forked earlier (process_pool's workers). Takes
+  /// ownership of `fd`. Throws std::system_error with errno.
+  static shared_region adopt_fd(int fd, std::size_t bytes) {
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+      const int err = errno;
+      ::close(fd);
+      throw std::system_error(err, std::generic_category(),
+                              "forksafe: could not map " + std::to_string(bytes) + " bytes of a result memfd (mmap)");
+    }
+    shared_region r;
+    r.data_ = p;
+    r.size_ = bytes;
+    r.owner_.set();
+    r.fd_ = fd;
+    return r;
+  }
+  /// A memfd of `bytes`, mapped: for a result a process forked earlier (a
+  /// pool worker) builds, after it received the descriptor. Throws
+  /// std::system_error with errno (memfd_create, ftruncate, mmap).
+  static shared_region memfd(std::size_t bytes) {
+    const int fd = ::memfd_create("forksafe-result", MFD_CLOEXEC);
+    if (fd < 0) {
+      throw std::system_error(errno, std::generic_category(),
+                              "forksafe::process_pool: memfd_create for a large result failed");
+    }
+    if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+      const int err = errno;
+      ::close(fd);
+      throw std::system_error(err, std::generic_category(), "forksafe::process_pool: ftruncate of a result memfd failed");
+    }
+    return adopt_fd(fd, bytes); // closes fd if it throws
+  }
+
+  shared_region(shared_region&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)),
+        owner_(other.owner_), fd_(std::exchange(other.fd_, -1)) {}
+  shared_region& operator=(shared_region&& other) noexcept {
+    if (this != &other) {
+      reset();
+      data_ = std::exchange(other.data_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+      owner_ = other.owner_;
+      fd_ = std::exchange(other.fd_, -1);
+    }
+    return *this;
+  }
+  shared_region(const shared_region&) = delete; // one owner unmaps
+  shared_region& operator=(const shared_region&) = delete;
+  ~shared_region() { reset(); }
+
+  [[nodiscard]] void* data() const noexcept { return data_; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  /// The memfd behind an adopt_fd region, or -1.
+  [[nodiscard]] int fd() const noexcept { return fd_; }
+
+  /// After the fork that needs it: later forks (other calls, other threads)
+  /// do not inherit the region, so it is freed when this handle lets go of
+  /// it, not when the last unrelated child exits. Best effort.
+  void keep_out_of_later_forks() const noexcept {
+#if defined(MADV_DONTFORK)
+    if (data_ != nullptr) ::madvise(data_, size_, MADV_DONTFORK);
+#endif
+  }
+
+  void reset() noexcept {
+    if (data_ != nullptr && owner_.here()) ::munmap(data_, size_);
+    if (fd_ >= 0) ::close(fd_);
+    data_ = nullptr;
+    size_ = 0;
+    fd_ = -1;
+  }
+
+private:
+  void* data_ = nullptr;
+  std::size_t size_ = 0;
+  owner_process owner_;
+  int fd_ = -1;
+};
+
+} // namespace forksafe::detail
+
+#endif // FORKSAFE_DETAIL_SHARED_REGION_HPP
