@@ -67,7 +67,8 @@ long rss_kib() {
 
 } // namespace
 
-TEST_CASE("atfork_registry: runs prepare newest first, parent and child oldest first") {
+TEST_CASE("atfork_registry: runs prepare newest first, parent and child oldest first" *
+          doctest::test_suite("memcheck")) {
   events.clear();
   auto a = atfork_registry::instance().add(logger("pA "), logger("PA "), logger("cA "));
   auto b = atfork_registry::instance().add(logger("pB "), logger("PB "), logger("cB "));
@@ -77,7 +78,8 @@ TEST_CASE("atfork_registry: runs prepare newest first, parent and child oldest f
   CHECK(std::string(events.text) == "pC pB pA PA PB PC ");
 }
 
-TEST_CASE("atfork_registry: empty and null handlers are accepted and skipped") {
+TEST_CASE("atfork_registry: empty and null handlers are accepted and skipped" *
+          doctest::test_suite("memcheck")) {
   events.clear();
   void (*no_function)() = nullptr;
   auto a = atfork_registry::instance().add({}, nullptr, std::function<void()>{});
@@ -87,7 +89,8 @@ TEST_CASE("atfork_registry: empty and null handlers are accepted and skipped") {
   CHECK(std::string(events.text) == "P ");
 }
 
-TEST_CASE("atfork_registry: a refused prepare undoes the pass newest-prepared first and retries") {
+TEST_CASE("atfork_registry: a refused prepare undoes the pass newest-prepared first and retries" *
+          doctest::test_suite("memcheck")) {
   events.clear();
   int refusals = 2;
   auto a = atfork_registry::instance().add(logger("pA "), logger("PA "), nullptr);
@@ -110,7 +113,8 @@ TEST_CASE("atfork_registry: a refused prepare undoes the pass newest-prepared fi
         "pD pC pB! PD PC pD pC pB! PD PC pD pC pB pA PA PB PC PD ");
 }
 
-TEST_CASE("atfork_registry: size() counts live entries and handles unregister on destruction") {
+TEST_CASE("atfork_registry: size() counts live entries and handles unregister on destruction" *
+          doctest::test_suite("memcheck")) {
   const auto before = atfork_registry::instance().size();
   {
     auto a = atfork_registry::instance().add(nullptr, nullptr, nullptr);
@@ -260,7 +264,8 @@ TEST_CASE("atfork_registry: removing from another thread during a fork waits unt
   CHECK(parent_ran_before_reset_returned);
 }
 
-TEST_CASE("atfork_registry: add and remove inside a handler neither deadlock nor unbalance") {
+TEST_CASE("atfork_registry: add and remove inside a handler neither deadlock nor unbalance" *
+          doctest::test_suite("memcheck")) {
   events.clear();
   static forksafe::atfork_handle added, w, z;
   z = atfork_registry::instance().add(logger("pZ "), logger("PZ "), logger("cZ "));
@@ -283,7 +288,8 @@ TEST_CASE("atfork_registry: add and remove inside a handler neither deadlock nor
   added.reset();
 }
 
-TEST_CASE("fork_generation: 0 in the parent, 1 in a child, 2 in a grandchild") {
+TEST_CASE("fork_generation: 0 in the parent, 1 in a child, 2 in a grandchild" *
+          doctest::test_suite("memcheck")) {
   CHECK(forksafe::fork_generation() == 0);
   const auto outcome = run_in_child([] {
     if (forksafe::fork_generation() != 1) return 1;
@@ -294,7 +300,8 @@ TEST_CASE("fork_generation: 0 in the parent, 1 in a child, 2 in a grandchild") {
   CHECK(forksafe::fork_generation() == 0);
 }
 
-TEST_CASE("atfork_registry: errno after the handlers is what it was before them") {
+TEST_CASE("atfork_registry: errno after the handlers is what it was before them" *
+          doctest::test_suite("memcheck")) {
   auto h = atfork_registry::instance().add([] { errno = EIO; }, [] { errno = EIO; }, [] { errno = EIO; });
   errno = 0;
   const pid_t pid = ::fork();

@@ -10,8 +10,10 @@
 #include <forksafe/atfork_registry.hpp>
 #include <forksafe/fork_safe_mutex.hpp>
 #include <forksafe/process_pool.hpp>
+#include <forksafe/fork_call.hpp>
 #include <forksafe/process_result.hpp>
 
+#include "support/expect_error.hpp"
 #include "support/fork_harness.hpp"
 
 #include <algorithm>    // std::count
@@ -158,12 +160,8 @@ TEST_CASE("guard: fork_call from 4 threads and a pool worker's replacement under
           std::abort();
           return 0;
         });
-        try {
-          (void)crash.get();
-          ++bad;
-        } catch (const child_error& e) {
-          if (!e.signaled()) ++bad;
-        }
+        const auto e = forksafe_test::error_of(crash);
+        if (!e || !e->signaled()) ++bad;
         if (pool.submit([](int x) { return x * x; }, 9).get() != 81) ++bad; // runs on the replacement
         return bad.load();
       },
@@ -553,17 +551,14 @@ struct holder_past_fork {
 TEST_CASE("fork_call: a timeout that runs out while the fork is prepared says so, and forks nothing") {
   holder_past_fork busy(-1ms); // held until the test is done
   auto r = forksafe::fork_call({.timeout = 200ms}, [] { return 1; });
-  try {
-    (void)r.get();
-    FAIL("get() returned a value");
-  } catch (const child_error& e) {
-    INFO(e.what());
-    CHECK(e.prepare_timed_out());
-    CHECK_FALSE(e.timed_out());
-    CHECK(e.pid() == -1);
-    CHECK(e.blocker().find("forksafe quiesce locks") != std::string::npos);
-    CHECK(std::string(e.what()).rfind("no child was forked: the fork could not be prepared within ", 0) == 0);
-  }
+  const auto e = forksafe_test::error_of(r);
+  REQUIRE(e);
+  INFO(e->what());
+  CHECK(e->prepare_timed_out());
+  CHECK_FALSE(e->timed_out());
+  CHECK(e->pid() == -1);
+  CHECK(e->blocker().find("forksafe quiesce locks") != std::string::npos);
+  CHECK(std::string(e->what()).rfind("no child was forked: the fork could not be prepared within ", 0) == 0);
   CHECK(r.pid() == -1);
 }
 
@@ -580,13 +575,10 @@ TEST_CASE("fork_call: a child that overruns says how long it ran") {
     std::this_thread::sleep_for(30s);
     return 0;
   });
-  try {
-    (void)r.get();
-    FAIL("get() returned a value");
-  } catch (const child_error& e) {
-    CHECK(e.timed_out());
-    CHECK(std::string(e.what()).find(" timed out after running ") != std::string::npos);
-  }
+  const auto e = forksafe_test::error_of(r);
+  REQUIRE(e);
+  CHECK(e->timed_out());
+  CHECK(std::string(e->what()).find(" timed out after running ") != std::string::npos);
 }
 
 // ---- diagnostics ---------------------------------------------------------------

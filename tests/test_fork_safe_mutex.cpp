@@ -1,16 +1,17 @@
 // SPDX-License-Identifier: MIT
-// fork_safe_mutex, fork_safe_shared_mutex, fork_safe_condition_variable:
-// each policy and each row of the policy table, forking for real while other
-// threads hold and contend for the locks, with std:: negative controls.
+// fork_safe_mutex, fork_safe_shared_mutex: each policy and each row of the
+// policy table, forking for real while other threads hold and contend for
+// the locks, with std:: negative controls. (fork_safe_condition_variable's
+// are in test_fork_safe_condition_variable.cpp.)
 
-#include <forksafe/fork_safe_condition_variable.hpp>
 #include <forksafe/fork_safe_mutex.hpp>
 
 #include "support/fork_harness.hpp"
+#include "support/identity_only.hpp"
 #include "support/seed_program.hpp"
 
 #include <atomic>             // flags shared with holder threads
-#include <condition_variable> // std::condition_variable_any, the negative control
+#include <condition_variable> // std::condition_variable_any
 #include <mutex>              // lock_guard, unique_lock, scoped_lock
 #include <shared_mutex>       // shared_lock
 #include <thread>             // holders and contenders
@@ -20,9 +21,8 @@ using namespace std::chrono_literals;
 using forksafe::basic_fork_safe_mutex;
 using forksafe::basic_fork_safe_shared_mutex;
 using forksafe::fork_policy;
-using forksafe_test::kind;
+using forksafe_test::identity_only;
 using forksafe_test::run_in_child;
-using forksafe_test::run_in_child_expected_to_hang;
 
 using quiesce_mutex = basic_fork_safe_mutex<fork_policy::quiesce>;
 using reset_mutex = basic_fork_safe_mutex<fork_policy::reset>;
@@ -45,15 +45,12 @@ concept meets_shared_mutex = meets_mutex<M> && requires(M m) {
   { m.try_lock_shared() } -> std::same_as<bool>;
   m.unlock_shared();
 };
-template <class M>
-constexpr bool identity_only = !std::is_copy_constructible_v<M> && !std::is_move_constructible_v<M> &&
-                               !std::is_copy_assignable_v<M> && !std::is_move_assignable_v<M>;
 
 static_assert(meets_mutex<quiesce_mutex> && meets_mutex<reset_mutex> && meets_mutex<poison_mutex>);
 static_assert(meets_shared_mutex<quiesce_shared> && meets_shared_mutex<reset_shared> &&
               meets_shared_mutex<poison_shared>);
 static_assert(identity_only<quiesce_mutex> && identity_only<reset_mutex> && identity_only<poison_mutex>);
-static_assert(identity_only<quiesce_shared> && identity_only<forksafe::fork_safe_condition_variable>);
+static_assert(identity_only<quiesce_shared>);
 static_assert(std::is_same_v<forksafe::fork_safe_mutex, quiesce_mutex>);
 static_assert(std::is_same_v<forksafe::fork_safe_shared_mutex, quiesce_shared>);
 static_assert(sizeof(quiesce_mutex) <= sizeof(std::mutex) && sizeof(reset_mutex) <= sizeof(std::mutex) &&
@@ -67,7 +64,8 @@ static_assert(has_clear_poison<poison_mutex> && has_clear_poison<poison_shared>)
 static_assert(has_clear_poison<quiesce_mutex> && has_clear_poison<quiesce_shared>);
 static_assert(!has_clear_poison<reset_mutex>);
 
-TEST_CASE_TEMPLATE("fork_safe_mutex: works with lock_guard, unique_lock, scoped_lock and condition_variable_any", M,
+TEST_CASE_TEMPLATE("fork_safe_mutex: works with lock_guard, unique_lock, scoped_lock and condition_variable_any" *
+                   doctest::test_suite("memcheck"), M,
                    quiesce_mutex, reset_mutex, poison_mutex) {
   M a, b;
   int counter = 0;
@@ -163,7 +161,8 @@ struct holder {
   }
 };
 
-TEST_CASE_TEMPLATE("quiesce: the fork waits for the critical section; the child gets the lock free and the data whole",
+TEST_CASE_TEMPLATE("quiesce: the fork waits for the critical section; the child gets the lock free and the data whole" *
+                   doctest::test_suite("memcheck"),
                    M, quiesce_mutex, quiesce_shared) {
   M m;
   fork_announcement fork;
@@ -176,7 +175,8 @@ TEST_CASE_TEMPLATE("quiesce: the fork waits for the critical section; the child 
   CHECK(child.exited_with(0));
 }
 
-TEST_CASE_TEMPLATE("reset: the child gets a lock a vanished thread held as free; the parent's stays held", M,
+TEST_CASE_TEMPLATE("reset: the child gets a lock a vanished thread held as free; the parent's stays held" *
+                   doctest::test_suite("memcheck"), M,
                    reset_mutex, reset_shared) {
   M m;
   holder<M> h(m);
@@ -191,7 +191,8 @@ TEST_CASE_TEMPLATE("reset: the child gets a lock a vanished thread held as free;
   CHECK_FALSE(m.try_lock()); // the parent's holder still has it
 }
 
-TEST_CASE_TEMPLATE("poison: the child's lock and try_lock throw fork_poisoned until clear_poison(); the parent is unaffected",
+TEST_CASE_TEMPLATE("poison: the child's lock and try_lock throw fork_poisoned until clear_poison(); the parent is unaffected" *
+                   doctest::test_suite("memcheck"),
                    M, poison_mutex, poison_shared) {
   M m;
   holder<M> h(m);
@@ -270,7 +271,8 @@ struct reader {
   }
 };
 
-TEST_CASE_TEMPLATE("fork_safe_shared_mutex: readers that vanished with the fork never block the child's writer", M,
+TEST_CASE_TEMPLATE("fork_safe_shared_mutex: readers that vanished with the fork never block the child's writer" *
+                   doctest::test_suite("memcheck"), M,
                    quiesce_shared, reset_shared) {
   M m;
   // quiesce: the fork waits for both readers; reset: it does not, and they
@@ -372,9 +374,9 @@ TEST_CASE("fork_safe_shared_mutex: readers share, a writer excludes, past 32 rea
   many[32]->unlock_shared();
 }
 
-// ---- the seed's program ported: 300 forks -----------------------------------
+// ---- the fork-while-locked program: 300 forks --------------------------------
 
-TEST_CASE("seed program: with std::mutex the harness catches stuck children (negative control)") {
+TEST_CASE("fork-while-locked program: with std::mutex the harness catches stuck children (negative control)") {
   std::mutex m;
   const auto r = forksafe_test::run_seed_program(m, 300);
   MESSAGE("std::mutex: ", r.stuck, " of ", r.forks, " children stuck");
@@ -382,7 +384,7 @@ TEST_CASE("seed program: with std::mutex the harness catches stuck children (neg
   CHECK(r.stuck + r.exited(0) == r.forks);
 }
 
-TEST_CASE_TEMPLATE("seed program: 300 forks, no child stuck", M, quiesce_mutex, reset_mutex, quiesce_shared,
+TEST_CASE_TEMPLATE("fork-while-locked program: 300 forks, no child stuck", M, quiesce_mutex, reset_mutex, quiesce_shared,
                    reset_shared) {
   M m;
   // Every child must end by the deadline: scaled (the negative control's
@@ -392,7 +394,7 @@ TEST_CASE_TEMPLATE("seed program: 300 forks, no child stuck", M, quiesce_mutex, 
   CHECK(r.exited(0) == r.forks);
 }
 
-TEST_CASE_TEMPLATE("seed program: 300 forks with poison, no child stuck and poison observed", M, poison_mutex,
+TEST_CASE_TEMPLATE("fork-while-locked program: 300 forks with poison, no child stuck and poison observed", M, poison_mutex,
                    poison_shared) {
   M m;
   const auto r = forksafe_test::run_seed_program(m, 300, forksafe_test::lock_or_report_poison(m),
@@ -508,141 +510,4 @@ TEST_CASE_TEMPLATE("quiesce: a thread blocked on a lock taken for the fork gets 
   CHECK(got_it);
   t.join();
   CHECK(child.exited_with(0));
-}
-
-// ---- condition variable -----------------------------------------------------
-
-// Returns once `n` threads wait on a condition variable with `m`: each
-// counted itself in `waiting` (guarded by `m`) when it first evaluated its
-// predicate, under `m`, and it lets `m` go only inside wait(). So once this
-// thread holds `m` and sees `n`, all of them are in wait().
-template <class Mutex>
-void all_waiting(Mutex& m, const int& waiting, int n) {
-  for (;;) {
-    {
-      const std::lock_guard<Mutex> g(m);
-      if (waiting == n) return;
-    }
-    std::this_thread::yield();
-  }
-}
-
-TEST_CASE_TEMPLATE("fork_safe_condition_variable: wait, wait_for, wait_until, notify_one, notify_all", M,
-                   quiesce_mutex, reset_mutex, poison_mutex) {
-  M m;
-  forksafe::fork_safe_condition_variable cv;
-  int stage = 0;
-  int waiting = 0; // guarded by m: waiters that evaluated their predicate once
-  std::vector<std::thread> waiters;
-  std::atomic<int> woke{0};
-  for (int i = 0; i < 3; ++i) {
-    waiters.emplace_back([&] {
-      std::unique_lock lk(m);
-      cv.wait(lk, [&, counted = false]() mutable {
-        if (!counted) ++waiting;
-        counted = true;
-        return stage >= 1;
-      });
-      woke.fetch_add(1);
-    });
-  }
-  all_waiting(m, waiting, 3);
-  {
-    std::lock_guard g(m);
-    stage = 1;
-  }
-  cv.notify_all();
-  for (auto& t : waiters) t.join();
-  CHECK(woke == 3);
-
-  std::unique_lock lk(m);
-  const auto t0 = std::chrono::steady_clock::now();
-  CHECK(cv.wait_for(lk, 20ms) == std::cv_status::timeout);
-  CHECK(std::chrono::steady_clock::now() - t0 >= 20ms);
-  CHECK_FALSE(cv.wait_until(lk, std::chrono::system_clock::now() + 5ms, [] { return false; }));
-  CHECK(cv.wait_for(lk, 1s, [&] { return stage == 1; }));
-
-  std::thread notifier([&] {
-    std::this_thread::sleep_for(5ms);
-    std::lock_guard g(m); // only once the wait below released m: the notify finds it waiting
-    stage = 2;
-    cv.notify_one();
-  });
-  CHECK(cv.wait_until(lk, std::chrono::steady_clock::now() + forksafe_test::scaled(5s), [&] { return stage == 2; }));
-  lk.unlock();
-  notifier.join();
-}
-
-TEST_CASE("fork_safe_condition_variable: a child never hangs on waiters that existed before the fork") {
-  forksafe::fork_safe_mutex m;
-  auto* cv = new forksafe::fork_safe_condition_variable;
-  bool done = false;
-  int waiting = 0; // guarded by m
-  std::vector<std::thread> waiters;
-  for (int i = 0; i < 3; ++i) {
-    waiters.emplace_back([&] {
-      std::unique_lock lk(m);
-      cv->wait(lk, [&, counted = false]() mutable {
-        if (!counted) ++waiting;
-        counted = true;
-        return done;
-      });
-    });
-  }
-  all_waiting(m, waiting, 3); // all three are waiting: known, not assumed from a sleep
-  const auto child = run_in_child(
-      [&] {
-        cv->notify_one();
-        cv->notify_all();
-        std::unique_lock lk(m);
-        if (cv->wait_for(lk, 10ms) != std::cv_status::timeout) return 1;
-        bool flag = false;
-        std::thread t([&] {
-          std::lock_guard g(m);
-          flag = true;
-          cv->notify_one();
-        });
-        cv->wait(lk, [&] { return flag; });
-        lk.unlock();
-        t.join();
-        delete cv;
-        return 0;
-      },
-      5s);
-  CHECK(child.exited_with(0));
-  {
-    std::lock_guard g(m);
-    done = true;
-  }
-  cv->notify_all();
-  for (auto& t : waiters) t.join();
-  delete cv;
-}
-
-TEST_CASE("std::condition_variable: destroying it in a child with inherited waiters hangs (negative control)") {
-  std::mutex m;
-  auto* cv = new std::condition_variable;
-  bool done = false;
-  int waiting = 0; // guarded by m
-  std::thread waiter([&] {
-    std::unique_lock lk(m);
-    cv->wait(lk, [&, counted = false]() mutable {
-      if (!counted) ++waiting;
-      counted = true;
-      return done;
-    });
-  });
-  // The waiter is in wait() before the fork: known, so the hang is certain
-  // (after a 20 ms sleep a loaded machine might not have got it there, and
-  // the child's delete would find no waiter and return).
-  all_waiting(m, waiting, 1);
-  const auto child = run_in_child_expected_to_hang([&] { delete cv; }, 500ms);
-  CHECK(child.how == kind::timed_out);
-  {
-    std::lock_guard g(m);
-    done = true;
-  }
-  cv->notify_all();
-  waiter.join();
-  delete cv;
 }

@@ -18,12 +18,12 @@ using forksafe_test::kind;
 using forksafe_test::run_in_child;
 using forksafe_test::run_in_child_expected_to_hang;
 
-TEST_CASE("harness: reports a child that returns normally as exited 0") {
+TEST_CASE("harness: reports a child that returns normally as exited 0" * doctest::test_suite("memcheck")) {
   const auto outcome = run_in_child([] {});
   CHECK(outcome.exited_with(0));
 }
 
-TEST_CASE("harness: reports the exit code a child returns") {
+TEST_CASE("harness: reports the exit code a child returns" * doctest::test_suite("memcheck")) {
   CHECK(run_in_child([] { return 42; }).exited_with(42));
 }
 
@@ -33,18 +33,20 @@ TEST_CASE("harness: reports a child that dereferences null as killed by SIGSEGV"
   CHECK(outcome.describe() == "was killed by SIGSEGV");
 }
 
-TEST_CASE("harness: reports a child whose body throws with the documented exit code") {
+TEST_CASE("harness: reports a child whose body throws with the documented exit code" *
+          doctest::test_suite("memcheck")) {
   const auto outcome = run_in_child([]() -> int { throw 7; });
   CHECK(outcome.exited_with(forksafe::detail::spawn_options{}.exit_code_on_exception));
 }
 
-// The seed's deadlock with std::mutex: another thread holds the mutex at the
+// The fork-while-locked deadlock with std::mutex: another thread holds the mutex at the
 // fork; the child's first lock never returns. The thread keeps the mutex
 // until the child has been judged, so the fork is known to happen while it
 // is held and the hang is certain rather than likely (a thread looping
 // lock / sleep 2 ms / unlock would leave a loaded machine room to fork
 // between two holds).
-TEST_CASE("harness: reports the seed's std::mutex deadlock as timed out (negative control)") {
+TEST_CASE("harness: reports the fork-while-locked std::mutex deadlock as timed out (negative control)" *
+          doctest::test_suite("memcheck")) {
   std::mutex m;
   std::atomic<bool> held{false};
   std::atomic<bool> release{false};
@@ -73,7 +75,8 @@ struct writes_on_destruction {
   ~writes_on_destruction() { (void)!::write(fd, "d", 1); }
 };
 
-TEST_CASE("harness: a child runs no static destructors or atexit handlers") {
+TEST_CASE("harness: a child runs no static destructors or atexit handlers" *
+          doctest::test_suite("memcheck")) {
   int fds[2];
   REQUIRE(::pipe(fds) == 0);
   const auto outcome = run_in_child([&] {
@@ -87,7 +90,7 @@ TEST_CASE("harness: a child runs no static destructors or atexit handlers") {
   ::close(fds[0]);
 }
 
-TEST_CASE("harness: leaves no zombie and no descriptor behind") {
+TEST_CASE("harness: leaves no zombie and no descriptor behind" * doctest::test_suite("memcheck")) {
   const int fds_before = forksafe_test::count_open_fds();
   for (int i = 0; i < 20; ++i) {
     (void)run_in_child([] {});

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// The seed's second story, in C++: a task that returns futures. Python's
+// A process task that returns futures, in C++. Python's
 // ProcessPoolExecutor accepts it and fails at run time ("can't pickle
 // _thread.RLock objects"); fork_call rejects it at compile time, and the
 // compile-fail check requires the diagnostic to name the concept a user

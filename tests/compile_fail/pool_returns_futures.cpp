@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// The seed's mistake with process_pool: a process task that returns its
-// inner futures. Must be rejected with a diagnostic naming the concept.
+// A process_pool task that returns its inner futures, which Python reports
+// at run time as "can't pickle _thread.RLock objects". Must be rejected
+// with a diagnostic naming the concept.
 #include <forksafe/process_pool.hpp>
 
 #include <future>

@@ -14,7 +14,9 @@
 //                       under TSan, TSan saw the deadlock first and aborted).
 //   op_log              a fixed-size log fork handlers append to without
 //                       allocating (a fork handler should not allocate).
-//   error_of()          the child_error a process_result's get() throws.
+//   error_of()          the child_error a process_result's get() throws:
+//                       forksafe_test::error_of, from ../support/expect_error.hpp,
+//                       the one tests/ use too.
 //   lock_held_registry  the design the peers fixed: one lock held while
 //                       handlers run, taken again by add and remove (glibc
 //                       before 2.36, musl). Negative controls only, and only
@@ -27,8 +29,7 @@
 #ifndef FORKSAFE_TESTS_PEERS_PEER_SUPPORT_HPP
 #define FORKSAFE_TESTS_PEERS_PEER_SUPPORT_HPP
 
-#include <forksafe/process_result.hpp>
-
+#include "../support/expect_error.hpp"
 #include "../support/fork_harness.hpp"
 
 #include <cerrno>     // EINTR
@@ -39,7 +40,6 @@
 #include <cstdio>     // std::vsnprintf
 #include <functional> // lock_held_registry's handlers
 #include <mutex>      // lock_held_registry's lock
-#include <optional>   // error_of
 #include <string>     // notes, logs
 #include <system_error> // the notes pipe could not be made
 #include <vector>     // lock_held_registry's entries
@@ -170,17 +170,6 @@ private:
   char text_[512] = {};
   std::size_t n_ = 0;
 };
-
-/// The child_error that `r.get()` throws, or nothing if it returned.
-template <class Result>
-std::optional<forksafe::child_error> error_of(Result& r) {
-  try {
-    (void)r.get();
-  } catch (const forksafe::child_error& e) {
-    return e;
-  }
-  return std::nullopt;
-}
 
 /// The registry design the peers moved away from: one lock, held from the
 /// first prepare handler to the last parent/child handler, and taken again

@@ -49,7 +49,7 @@ using forksafe::fork_call;
 using forksafe::fork_policy;
 using forksafe::process_pool;
 using forksafe_test::scaled;
-using peers::error_of;
+using forksafe_test::error_of;
 using peers::hang_caught;
 using peers::notes;
 using peers::run_hanging_scenario;
@@ -423,7 +423,7 @@ TEST_CASE("CPython test_fork1 test_threaded_import_lock_fork, negative control: 
   CHECK(err->timed_out());
 }
 
-// Issue 9573: releasing the import lock, held 0 to 4 levels deep by the
+// CPython bpo-9573: releasing the import lock, held 0 to 4 levels deep by the
 // forking thread, raised RuntimeError in the child. Here: 0 to 4 locks of
 // every policy, held by the forking thread, unlock normally in the child.
 TEST_CASE("CPython test_fork1 test_nested_import_lock_fork: locks the forking thread holds, 0 to 4 of them, unlock normally in the child") {

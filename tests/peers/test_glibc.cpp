@@ -32,7 +32,7 @@
 
 using namespace std::chrono_literals;
 using forksafe::atfork_registry;
-using peers::error_of;
+using forksafe_test::error_of;
 using peers::hang_caught;
 using peers::notes;
 using peers::run_hanging_scenario;

@@ -34,7 +34,7 @@ using namespace std::chrono_literals;
 using forksafe::child_error;
 using forksafe::fork_call;
 using forksafe::process_pool;
-using peers::error_of;
+using forksafe_test::error_of;
 
 namespace {
 

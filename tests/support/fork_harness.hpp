@@ -48,9 +48,9 @@
 #include <grp.h>          // setgroups: dropping root for RLIMIT_NPROC
 #include <sys/prctl.h>    // PR_SET_DUMPABLE, PR_SET_SECCOMP
 #include <sys/resource.h> // setrlimit
-#include <sys/syscall.h>  // SYS_gettid: current_thread_id
+#include <sys/syscall.h>  // SYS_gettid: current_thread_id; SYS_close_range
 #include <sys/wait.h>     // waitpid: the RLIMIT_NPROC control
-#include <unistd.h>   // getpid, pipe, read, write, syscall
+#include <unistd.h>   // getpid, pipe, read, write, close, syscall
 
 #if defined(__linux__)
 #include <cstddef>          // offsetof: the seccomp filter
@@ -107,6 +107,24 @@ inline double time_scale() {
 /// `d` stretched by time_scale(): a deadline generous on any machine.
 inline std::chrono::milliseconds scaled(std::chrono::milliseconds d) {
   return std::chrono::milliseconds(static_cast<long long>(static_cast<double>(d.count()) * time_scale()));
+}
+
+/// The timeout of a call, task or wait that must end (10 s, scaled): it only
+/// turns a hang into a failure, so it is generous, and scaled so that a
+/// loaded sanitizer build never trips it.
+inline const std::chrono::milliseconds must_end = scaled(std::chrono::seconds(10));
+
+/// `seconds` stretched by time_scale(), for an upper bound on an elapsed
+/// time whose point is to catch a hang (a wait that should not have
+/// happened), never to measure speed.
+inline double scaled_seconds(double seconds) { return seconds * time_scale(); }
+
+/// A poll() timeout in milliseconds, scaled as scaled() does.
+inline int scaled_poll_ms(std::chrono::milliseconds d) { return static_cast<int>(scaled(d).count()); }
+
+/// Seconds on the steady clock since `since`.
+inline double elapsed_seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
 
 namespace detail {
@@ -287,6 +305,15 @@ inline int highest_open_fd() {
   }
   ::closedir(d);
   return highest;
+}
+
+/// Closes every descriptor from `first` on (close_range where the kernel has
+/// it, else one by one): a child that leaves itself none.
+inline void close_all_from(int first) {
+#if defined(SYS_close_range)
+  if (::syscall(SYS_close_range, static_cast<unsigned>(first), ~0U, 0U) == 0) return;
+#endif
+  for (int fd = first; fd < 65536; ++fd) ::close(fd);
 }
 
 /// Runs `call`; 0 if it threw std::system_error carrying `err`, else 1 (no

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 //
-// tests/support/seed_program.hpp: the seed's program (../shared/seeds, 000),
-// in C++, over any mutex type. Used by the tests and by the demo, so both
-// show the same scenario.
+// tests/support/seed_program.hpp: the fork-while-locked program (one thread
+// forks while another holds a mutex), in C++, over any mutex type. Used by
+// the tests and by the demo, so both show the same scenario.
 //
 // A thread loops: lock; sleep `hold`; unlock; sleep `gap`. The main thread
 // forks `forks` children, a short random pause apart; each child runs
@@ -103,7 +103,7 @@ auto lock_or_report_poison(Mutex& m, int poisoned_code = 3) {
   };
 }
 
-/// The seed's child: lock, unlock, exit 0.
+/// The fork-while-locked program's child: lock, unlock, exit 0.
 template <class Mutex>
 seed_report run_seed_program(Mutex& m, int forks,
                              std::chrono::milliseconds deadline = std::chrono::milliseconds(1000)) {
