@@ -14,7 +14,7 @@
 // all of that happened.
 
 #include <forksafe/atfork_registry.hpp> // atfork_registry, atfork_handle, fork_generation
-#include <forksafe/process_result.hpp>  // fork_call: fork, run in the child, report (with a timeout)
+#include <forksafe/fork_call.hpp>       // fork_call: fork, run in the child, report (with a timeout)
 
 #include <array>     // the generations a child reports
 #include <atomic>    // the stop flag

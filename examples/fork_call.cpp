@@ -15,7 +15,9 @@
 //
 // Exits 0 when the value came back and each failure was reported as what it was.
 
-#include <forksafe/process_result.hpp> // fork_call, fork_options, child_error, trivially_serializable
+#include <forksafe/child_error.hpp>            // child_error: how a child ended without a value
+#include <forksafe/fork_call.hpp>              // fork_call, fork_options
+#include <forksafe/trivially_serializable.hpp> // trivially_serializable
 
 #include <algorithm> // std::max
 #include <chrono>    // timeouts

@@ -14,7 +14,7 @@
 
 #include <forksafe/fork_safe_condition_variable.hpp> // fork_safe_condition_variable
 #include <forksafe/fork_safe_mutex.hpp>              // fork_safe_mutex, basic_fork_safe_mutex, fork_poisoned
-#include <forksafe/process_result.hpp>               // fork_call: fork, run in the child, report
+#include <forksafe/fork_call.hpp>                    // fork_call: fork, run in the child, report
 
 #include <atomic> // flags between the threads
 #include <chrono> // timeouts

@@ -3,11 +3,13 @@
 // process_pool: tasks run in worker processes forked once, when the pool
 // starts; submit() returns the same process_result as fork_call. A task that
 // throws fails alone, as a child_error carrying its message; its worker lives
-// on and every other task returns its value. (seed_pool.cpp is the seed's
-// story: each task runs an inner thread pool and returns plain values.)
+// on and every other task returns its value. (nested_pool.cpp is a pool of
+// thread pools: each task runs an inner thread pool and returns plain values.)
 // Exits 0 when every value came back and the throwing task was reported.
 
-#include <forksafe/process_pool.hpp> // process_pool, pool_options; process_result, child_error
+#include <forksafe/child_error.hpp>    // child_error: how a task ended without a value
+#include <forksafe/process_pool.hpp>   // process_pool, pool_options
+#include <forksafe/process_result.hpp> // process_result: the handle submit() returns
 
 #include <chrono>    // the task timeout
 #include <cstdio>    // std::printf

@@ -8,7 +8,7 @@
 
 #include "support/fork_harness.hpp"
 #include "support/identity_only.hpp"
-#include "support/seed_program.hpp"
+#include "support/fork_while_locked.hpp"
 
 #include <atomic>             // flags shared with holder threads
 #include <condition_variable> // std::condition_variable_any
@@ -378,7 +378,7 @@ TEST_CASE("fork_safe_shared_mutex: readers share, a writer excludes, past 32 rea
 
 TEST_CASE("fork-while-locked program: with std::mutex the harness catches stuck children (negative control)") {
   std::mutex m;
-  const auto r = forksafe_test::run_seed_program(m, 300);
+  const auto r = forksafe_test::run_fork_while_locked(m, 300);
   MESSAGE("std::mutex: ", r.stuck, " of ", r.forks, " children stuck");
   CHECK(r.stuck > 0);
   CHECK(r.stuck + r.exited(0) == r.forks);
@@ -389,7 +389,7 @@ TEST_CASE_TEMPLATE("fork-while-locked program: 300 forks, no child stuck", M, qu
   M m;
   // Every child must end by the deadline: scaled (the negative control's
   // stays short: its stuck children never end).
-  const auto r = forksafe_test::run_seed_program(m, 300, forksafe_test::scaled(1000ms));
+  const auto r = forksafe_test::run_fork_while_locked(m, 300, forksafe_test::scaled(1000ms));
   CHECK(r.stuck == 0);
   CHECK(r.exited(0) == r.forks);
 }
@@ -397,7 +397,7 @@ TEST_CASE_TEMPLATE("fork-while-locked program: 300 forks, no child stuck", M, qu
 TEST_CASE_TEMPLATE("fork-while-locked program: 300 forks with poison, no child stuck and poison observed", M, poison_mutex,
                    poison_shared) {
   M m;
-  const auto r = forksafe_test::run_seed_program(m, 300, forksafe_test::lock_or_report_poison(m),
+  const auto r = forksafe_test::run_fork_while_locked(m, 300, forksafe_test::lock_or_report_poison(m),
                                                  forksafe_test::scaled(1000ms)); // every child must end: scaled
   MESSAGE("poison: ", r.exited(3), " of ", r.forks, " children saw fork_poisoned");
   CHECK(r.stuck == 0);

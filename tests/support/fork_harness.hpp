@@ -27,7 +27,7 @@
 
 #include <forksafe/detail/child_process.hpp>
 
-#include "seed_program.hpp" // load_through_null, shared with the demo
+#include "fork_while_locked.hpp" // load_through_null, shared with the demo
 
 #include <algorithm>  // std::max
 #include <cerrno>     // errno: the gate's errors

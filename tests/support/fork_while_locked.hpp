@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 //
-// tests/support/seed_program.hpp: the fork-while-locked program (one thread
+// tests/support/fork_while_locked.hpp: the fork-while-locked program (one thread
 // forks while another holds a mutex), in C++, over any mutex type. Used by
 // the tests and by the demo, so both show the same scenario.
 //
@@ -10,8 +10,8 @@
 // common deadline after the last fork; those still running then are killed
 // and counted as stuck.
 
-#ifndef FORKSAFE_TESTS_SUPPORT_SEED_PROGRAM_HPP
-#define FORKSAFE_TESTS_SUPPORT_SEED_PROGRAM_HPP
+#ifndef FORKSAFE_TESTS_SUPPORT_FORK_WHILE_LOCKED_HPP
+#define FORKSAFE_TESTS_SUPPORT_FORK_WHILE_LOCKED_HPP
 
 #include <forksafe/detail/child_process.hpp>
 
@@ -25,7 +25,7 @@
 
 namespace forksafe_test {
 
-struct seed_report {
+struct fork_while_locked_report {
   int forks = 0;
   int stuck = 0;                    ///< still running at the deadline: killed
   int signaled = 0;                 ///< died of a signal
@@ -35,7 +35,7 @@ struct seed_report {
 };
 
 template <class Mutex, class ChildBody>
-seed_report run_seed_program(Mutex& m, int forks, ChildBody child_body,
+fork_while_locked_report run_fork_while_locked(Mutex& m, int forks, ChildBody child_body,
                              std::chrono::milliseconds deadline = std::chrono::milliseconds(1000),
                              std::chrono::microseconds hold = std::chrono::microseconds(2000),
                              std::chrono::microseconds gap = std::chrono::microseconds(50)) {
@@ -61,7 +61,7 @@ seed_report run_seed_program(Mutex& m, int forks, ChildBody child_body,
   stop.store(true);
   holder.join();
 
-  seed_report report;
+  fork_while_locked_report report;
   report.forks = forks;
   const auto until = std::chrono::steady_clock::now() + deadline;
   for (child_process& c : children) {
@@ -105,9 +105,9 @@ auto lock_or_report_poison(Mutex& m, int poisoned_code = 3) {
 
 /// The fork-while-locked program's child: lock, unlock, exit 0.
 template <class Mutex>
-seed_report run_seed_program(Mutex& m, int forks,
+fork_while_locked_report run_fork_while_locked(Mutex& m, int forks,
                              std::chrono::milliseconds deadline = std::chrono::milliseconds(1000)) {
-  return run_seed_program(m, forks, [&m] {
+  return run_fork_while_locked(m, forks, [&m] {
     m.lock();
     m.unlock();
     return 0;
@@ -116,4 +116,4 @@ seed_report run_seed_program(Mutex& m, int forks,
 
 } // namespace forksafe_test
 
-#endif // FORKSAFE_TESTS_SUPPORT_SEED_PROGRAM_HPP
+#endif // FORKSAFE_TESTS_SUPPORT_FORK_WHILE_LOCKED_HPP

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 //
-// The seed's second program (../shared/seeds, 001) in C++: an outer process
-// pool whose tasks each run an inner thread pool and return plain values.
+// The second article's program in C++: an outer process pool whose tasks
+// each run an inner thread pool and return plain values.
 //
-// The seed's mistake was to return the inner futures themselves from the
-// process task; Python found out at run time ("can't pickle _thread.RLock
+// Its mistake was to return the inner futures themselves from the process
+// task; Python found out at run time ("can't pickle _thread.RLock
 // objects"). Here it does not compile:
 //
 //     pool.submit([] {
@@ -12,10 +12,11 @@
 //       return inner;   // error: ... trivially_serializable ... (see
 //     });               // tests/compile_fail/pool_returns_futures.cpp)
 //
-// The fix is the seed's own: return the plain results. Exits 0 when every
+// The fix is the article's own: return the plain results. Exits 0 when every
 // result is the one its inner task computed.
 
-#include <forksafe/process_pool.hpp>
+#include <forksafe/process_pool.hpp>   // process_pool
+#include <forksafe/process_result.hpp> // process_result: the handle submit() returns
 
 #include <array>  // plain results: trivially serializable
 #include <cstdio> // std::printf
