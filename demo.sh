@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Runs forksafe's demo: the seed's fork-while-locked deadlock caught, and each
+# Runs forksafe's demo: the fork-while-locked deadlock caught, and each
 # component preventing it; then one small example program per component
 # (examples/*.cpp), each with a line saying what it shows. Installs missing
 # build dependencies with apt-get first. Exits non-zero if an example failed.
@@ -30,6 +30,6 @@ example fork_call \
   "a struct back from a child; a crash, a throw and a timeout, each reported as a child_error"
 example process_pool \
   "two pre-forked workers run 8 tasks; the one that throws fails alone, the others return values"
-example seed_pool \
-  "the seed's pool: each task runs an inner thread pool and returns plain values, not futures"
+example nested_pool \
+  "a pool of thread pools: each task runs an inner thread pool and returns plain values, not futures"
 exit $status

@@ -31,7 +31,7 @@ for dir in "${configs[@]}"; do
   meson test -C "$dir" --print-errorlogs --num-processes 2 >"$dir.test.log" 2>&1 || { status=1; tail -80 "$dir.test.log"; }
 done
 # The benchmarks, shrunk (--smoke): proves they build and run; their figures
-# come from full runs by hand (see README). Own log base: otherwise it would
+# come from full runs by hand (see docs/benchmarks.md). Own log base: otherwise it would
 # overwrite build/gcc's testlog.json, which count_results.py reads.
 echo "==> benchmark smoke run (build/gcc)"
 meson test -C build/gcc --benchmark --logbase benchlog >build/gcc.bench.log 2>&1 || { status=1; tail -40 build/gcc.bench.log; }

@@ -35,12 +35,12 @@ namespace {
 constexpr std::size_t big_bytes = std::size_t{64} << 20;
 constexpr std::size_t page = 4096;
 
-// 64 MiB filled by its constructor: `return big_result(seed)` is a prvalue
+// 64 MiB filled by its constructor: `return big_result(first)` is a prvalue
 // that fork_call's child builds in place.
 struct big_result {
   std::array<std::uint32_t, big_bytes / sizeof(std::uint32_t)> words;
-  explicit big_result(std::uint32_t seed) noexcept {
-    for (std::size_t i = 0; i < words.size(); ++i) words[i] = seed + static_cast<std::uint32_t>(i);
+  explicit big_result(std::uint32_t first) noexcept {
+    for (std::size_t i = 0; i < words.size(); ++i) words[i] = first + static_cast<std::uint32_t>(i);
   }
 };
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""The seed's own anchor: what Python pays per tiny task in another process.
+"""The Python anchor: what Python pays per tiny task in another process.
 
 Times, per task, with python3:
   - concurrent.futures.ProcessPoolExecutor, warm pool of one worker,
-    submit(tiny).result() (the seed's tool; the pool is started and used
-    before timing, so process start-up is not counted);
+    submit(tiny).result() (what the process-pool program used; the pool is
+    started and used before timing, so process start-up is not counted);
   - os.fork per task: pipe, fork, the child writes an 8-byte result and
     calls os._exit, the parent reads it and reaps with waitpid (what
     fork_call does, in Python).

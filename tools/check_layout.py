@@ -7,7 +7,9 @@
   reaches up into the public API it serves;
 - no header is longer than 600 lines;
 - every header is in tests/meson.build's public_headers or detail_headers
-  list, so each gets its self-containment test.
+  list, so each gets its self-containment test;
+- every relative link in README.md and docs/*.md names a file that exists
+  and, after '#', a heading of that file.
 
 Prints one line per broken rule, then "[layout] 1 passed, 0 failed" (the
 rules hold) or "[layout] 0 passed, 1 failed": one check, for the count line.
@@ -19,6 +21,39 @@ import sys
 VOCABULARY = {"child_error.hpp", "trivially_serializable.hpp"}
 MAX_LINES = 600
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*$")
+
+
+def anchors(path):
+    """The anchors a Markdown file's headings get (GitHub's rule)."""
+    out = set()
+    fenced = False
+    for line in open(path):
+        if line.startswith("```"):
+            fenced = not fenced
+        m = None if fenced else HEADING.match(line)
+        if m:
+            text = re.sub(r"[`*]", "", m.group(1)).strip().lower()
+            out.add(re.sub(r"[^a-z0-9_ -]", "", text).replace(" ", "-"))
+    return out
+
+
+def link_problems(root):
+    docs = [os.path.join(root, "README.md")]
+    docs += sorted(os.path.join(root, "docs", f) for f in os.listdir(os.path.join(root, "docs")) if f.endswith(".md"))
+    for doc in docs:
+        for n, line in enumerate(open(doc), 1):
+            for target in LINK.findall(line):
+                if re.match(r"[a-z]+:", target):
+                    continue  # https:, mailto:
+                path, _, anchor = target.partition("#")
+                full = os.path.normpath(os.path.join(os.path.dirname(doc), path)) if path else doc
+                where = f"{os.path.relpath(doc, root)}:{n}"
+                if not os.path.exists(full):
+                    yield f"{where} links to {target}: no such file"
+                elif anchor and full.endswith(".md") and anchor not in anchors(full):
+                    yield f"{where} links to {target}: no such heading"
 
 
 def main(root):
@@ -49,6 +84,9 @@ def main(root):
                 target = m.group(1)
                 ok = "/" not in target or (target.startswith("../") and target[3:] in VOCABULARY)
                 check(ok, f"{h}:{n} includes \"{target}\": detail/ may include only detail/ and {sorted(VOCABULARY)}")
+    for problem in link_problems(root):
+        check(False, problem)
+    passed += 1
     print(f"layout: {passed + failed} rules checked over {len(headers)} headers, {failed} broken")
     print("[layout] 1 passed, 0 failed" if failed == 0 else "[layout] 0 passed, 1 failed")
     return 0 if failed == 0 else 1
