@@ -429,3 +429,48 @@ TEST_CASE("atfork_registry: a library built with -fvisibility=hidden still share
   ::dlclose(lib);
 }
 #endif
+
+#ifdef REGISTRY_LIB_V2_PATH
+// Two forksafe ABI versions in one process: the plugin's names live in
+// forksafe::abi_v2, so no code is merged; its hub has another layout, so it
+// keeps a registry of its own and says so once on stderr. Both registries run
+// on every fork. In a child: the plugin installs its own pthread_atfork
+// handlers and is pinned by them, which must not outlive this test.
+TEST_CASE("atfork_registry: a plugin of another ABI version keeps its own registry, says so, and both run") {
+  int out[2];
+  int err[2];
+  REQUIRE(::pipe2(out, O_NONBLOCK) == 0);
+  REQUIRE(::pipe2(err, O_NONBLOCK) == 0);
+  const auto s = run_in_child([&] {
+    ::dup2(err[1], STDERR_FILENO);
+    void* lib = ::dlopen(REGISTRY_LIB_V2_PATH, RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) return 10;
+    auto v2_address = symbol<void* (*)()>(lib, "registry_lib_v2_address");
+    auto v2_register = symbol<void (*)(int)>(lib, "registry_lib_v2_register");
+    if (v2_address == nullptr || v2_register == nullptr) return 11;
+    if (v2_address() == &atfork_registry::instance()) return 12; // one registry across layouts: wrong
+    const std::size_t before = atfork_registry::instance().size();
+    registry_lib_a_register(out[1]);
+    v2_register(out[1]);
+    if (atfork_registry::instance().size() != before + 1) return 13; // the v2 handler is not in ours
+    const pid_t pid = ::fork();
+    if (pid == 0) ::_exit(0);
+    int status = 0;
+    if (pid < 0 || ::waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return 14;
+    registry_lib_a_unregister();
+    return 0;
+  });
+  CHECK(s.exited_with(0));
+  ::close(out[1]);
+  ::close(err[1]);
+  const std::string ran = drain(out[0]);
+  const std::string said = drain(err[0]);
+  ::close(out[0]);
+  ::close(err[0]);
+  INFO("stderr: ", said);
+  CHECK(ran.find('a') != std::string::npos); // this registry's child handler, in the grandchild
+  CHECK(ran.find('v') != std::string::npos); // the plugin's
+  CHECK(said.find("hub ABI 2") != std::string::npos);
+  CHECK(said.find("keeps its own fork registry") != std::string::npos);
+}
+#endif

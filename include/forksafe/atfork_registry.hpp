@@ -80,7 +80,7 @@
 #include <utility>     // std::exchange, std::move
 #include <vector>      // fork_report
 
-namespace forksafe {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE {
 
 /// The number of forks between the original process and this one: 0 in the
 /// original process, 1 in its children, 2 in grandchildren. Incremented in a

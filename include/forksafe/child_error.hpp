@@ -21,7 +21,7 @@
 #include <sys/types.h> // pid_t
 #include <utility>     // std::move
 
-namespace forksafe {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE {
 
 /// How a child ended without delivering a value; thrown by
 /// process_result::get(). Copying never throws (the texts are shared).

@@ -30,7 +30,7 @@
 #include <type_traits> // std::invoke_result_t
 #include <utility>     // std::forward
 
-namespace forksafe {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE {
 
 /// Options for one fork_call. An aggregate: name what you set,
 /// `fork_call({.timeout = 2s, .own_process_group = true}, f)`.

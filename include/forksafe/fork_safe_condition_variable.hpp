@@ -29,7 +29,7 @@
 #include <cstdint>            // std::uint32_t
 #include <mutex>              // std::unique_lock
 
-namespace forksafe {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE {
 
 /// A condition variable for std::unique_lock<basic_fork_safe_mutex<P>> (any
 /// P; any BasicLockable works). Same contract as std::condition_variable_any:

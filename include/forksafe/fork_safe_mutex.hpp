@@ -71,7 +71,7 @@
 #include <thread>       // std::this_thread::yield
 #include <type_traits>  // std::conditional_t, std::is_standard_layout_v
 
-namespace forksafe {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE {
 
 /// What a forked child sees for a lock that another thread held when fork()
 /// was called. See the table at the top of this header.

@@ -31,7 +31,7 @@
 #include <thread>       // std::this_thread::yield
 #include <type_traits>  // std::conditional_t, std::is_standard_layout_v
 
-namespace forksafe {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE {
 
 /// A reader/writer mutex that a forked child never hangs on, for writers or
 /// readers; P chooses what the child sees (table above). Meets the

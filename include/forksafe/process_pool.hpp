@@ -49,7 +49,7 @@
 #include <type_traits> // submit's constraints
 #include <utility>     // std::forward
 
-namespace forksafe {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE {
 
 /// Options for a process_pool.
 struct pool_options {

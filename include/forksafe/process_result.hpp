@@ -34,7 +34,7 @@
 
 #include <sys/types.h> // pid_t
 
-namespace forksafe {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE {
 
 template <class T>
 class process_result;

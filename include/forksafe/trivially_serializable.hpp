@@ -31,7 +31,7 @@
 #include <pthread.h>   // pthread_mutex_t, pthread_cond_t, pthread_rwlock_t are opted out
 #include <semaphore.h> // sem_t is opted out
 
-namespace forksafe {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE {
 
 namespace detail {
 template <class T>

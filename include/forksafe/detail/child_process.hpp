@@ -43,7 +43,7 @@
 #include <sys/syscall.h> // SYS_pidfd_open, SYS_pidfd_send_signal
 #endif
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// How a child ended, as far as its parent could observe it.
 struct child_status {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 //
-// forksafe/detail/config.hpp: the language check, version macros and the
-// versioned namespace shared by every forksafe header. Not for direct use.
+// forksafe/detail/config.hpp: the language check, the version macros, the
+// ABI version and its inline namespace, shared by every forksafe header. Not
+// for direct use.
 
 #ifndef FORKSAFE_DETAIL_CONFIG_HPP
 #define FORKSAFE_DETAIL_CONFIG_HPP
@@ -20,16 +21,22 @@
 #define FORKSAFE_VERSION \
   (FORKSAFE_VERSION_MAJOR * 10000 + FORKSAFE_VERSION_MINOR * 100 + FORKSAFE_VERSION_PATCH)
 
-// Entities that must exist once per process (the registry, the fork
-// generation, the thread ids) keep default visibility even when a library is
-// built with -fvisibility=hidden, so the dynamic linker merges the copies that
-// every shared library compiled from these headers carries. See the README,
-// "One registry per process".
-#if defined(__GNUC__) || defined(__clang__)
-#define FORKSAFE_PROCESS_UNIQUE __attribute__((visibility("default")))
-#else
-#define FORKSAFE_PROCESS_UNIQUE
+// The ABI version: every public name lives in the inline namespace
+// forksafe::abi_vN (so two versions of forksafe in one process, say in two
+// plugins, never merge each other's code), and it is the layout version of
+// the process hub (detail/process_hub.hpp), the state every copy of forksafe
+// in a process shares. Copies of one ABI share one hub, one fork registry;
+// a copy that meets only hubs of other ABIs keeps its own and says so once
+// on stderr. Bumped whenever the hub's layout or meaning changes. Defining
+// it is for forksafe's own test of two versions meeting.
+#ifndef FORKSAFE_ABI_VERSION
+#define FORKSAFE_ABI_VERSION 1
 #endif
+#define FORKSAFE_PP_CAT_(a, b) a##b
+#define FORKSAFE_PP_CAT(a, b) FORKSAFE_PP_CAT_(a, b)
+#define FORKSAFE_PP_STR_(a) #a
+#define FORKSAFE_PP_STR(a) FORKSAFE_PP_STR_(a)
+#define FORKSAFE_ABI_NAMESPACE FORKSAFE_PP_CAT(abi_v, FORKSAFE_ABI_VERSION)
 
 // State each shared object keeps for itself (its slot for the process hub,
 // caches): hidden, so it is never merged across objects nor made

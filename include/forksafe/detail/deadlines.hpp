@@ -11,7 +11,7 @@
 #include <chrono>  // steady_clock
 #include <cstdint> // nanosecond counts
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// steady_clock now, in nanoseconds since its epoch.
 inline std::int64_t steady_ns() noexcept {

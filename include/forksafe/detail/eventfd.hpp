@@ -16,7 +16,7 @@
 #include <sys/eventfd.h> // eventfd
 #include <unistd.h>      // read, write
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// A non-blocking, close-on-exec eventfd. Throws std::system_error (EMFILE, ENFILE).
 inline int make_eventfd() {

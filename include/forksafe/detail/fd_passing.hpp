@@ -15,7 +15,7 @@
 #include <sys/socket.h> // sendmsg, recvmsg, CMSG_*
 #include <sys/uio.h>    // iovec
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// One byte with room for one descriptor in its control data: the message
 /// send_fd and receive_fd exchange.

@@ -39,7 +39,7 @@
 #include <fcntl.h>  // O_CLOEXEC, O_NONBLOCK
 #include <unistd.h> // pipe2
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// Makes the result pipe, both ends close-on-exec and non-blocking. Throws
 /// std::system_error with errno (EMFILE, ENFILE) and then holds nothing.

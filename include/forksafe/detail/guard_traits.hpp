@@ -27,7 +27,7 @@
 #include <unistd.h>      // syscall
 #endif
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// A steady_clock time point as an absolute CLOCK_MONOTONIC timespec (what
 /// steady_clock reads on Linux).

@@ -10,7 +10,7 @@
 
 #include "config.hpp"
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// Makes `head` an empty ring.
 template <class Node>

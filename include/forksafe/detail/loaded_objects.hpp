@@ -19,7 +19,7 @@
 
 #include <link.h> // dl_iterate_phdr, ElfW
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 class loaded_objects {
 public:

@@ -19,7 +19,7 @@
 #include <climits> // INT_MAX
 #include <cstdint> // std::uint32_t
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// What a contended lock() should do, as decided by a policy hook.
 enum class contended_action {

@@ -14,7 +14,7 @@
 #include <sys/types.h> // pid_t
 #include <unistd.h>    // getpid
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// The process that made an object. Empty (no process) until set().
 class owner_process {

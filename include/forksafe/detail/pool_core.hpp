@@ -43,7 +43,7 @@
 #include <sys/socket.h>  // socketpair
 #include <unistd.h>      // close
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// What process_pool's pool_options say, as the core uses it.
 struct pool_limits {

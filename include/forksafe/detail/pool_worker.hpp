@@ -33,7 +33,7 @@
 #include <sys/syscall.h> // SYS_kcmp
 #endif
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// The callable and the arguments, as they travel: bytes.
 template <class F, class... Args>

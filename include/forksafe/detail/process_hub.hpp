@@ -49,10 +49,10 @@
 #define FORKSAFE_HAS_HUB_NOTE 0
 #endif
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// The hub's ABI: bump on any change of layout or meaning (see the file comment).
-inline constexpr std::uint32_t hub_abi = 1;
+inline constexpr std::uint32_t hub_abi = FORKSAFE_ABI_VERSION;
 inline constexpr std::uint64_t hub_magic = 0x9e3c'41f2'b7d5'086aULL;
 
 /// The read (shared) locks of fork-safe shared mutexes a thread holds, so a
@@ -125,14 +125,15 @@ inline constexpr std::uint32_t poisoned_owner = 0x3fffffffU;
 
 /// This object's slot: the hub it uses, once found. Hidden: one per shared
 /// object (not merged across them, so never STB_GNU_UNIQUE).
-FORKSAFE_HIDDEN inline process_hub* hub_slot asm("forksafe_hub_slot_v1") = nullptr;
+FORKSAFE_HIDDEN inline process_hub* hub_slot asm("forksafe_hub_slot_abi" FORKSAFE_PP_STR(FORKSAFE_ABI_VERSION)) =
+    nullptr;
 
 #if FORKSAFE_HAS_HUB_NOTE
 // The note: name "forksafe", type hub_note_type, descriptor = {abi, offset
 // from the descriptor's second word to this object's slot}. PC-relative, so
 // no dynamic relocation is needed; in a COMDAT group, so one per object.
 inline constexpr std::uint32_t hub_note_type = 0x46534b31; // "FSK1"
-__asm__(".pushsection .note.forksafe,\"aG\",%note,forksafe_hub_note_v1,comdat\n"
+__asm__(".pushsection .note.forksafe,\"aG\",%note,forksafe_hub_note_abi" FORKSAFE_PP_STR(FORKSAFE_ABI_VERSION) ",comdat\n"
         ".balign 4\n"
         ".long 9\n"          // namesz: "forksafe" and its NUL
         ".long 8\n"          // descsz
@@ -140,7 +141,7 @@ __asm__(".pushsection .note.forksafe,\"aG\",%note,forksafe_hub_note_v1,comdat\n"
         ".asciz \"forksafe\"\n"
         ".balign 4\n"
         ".long 1\n" // the slot's ABI generation (the note's format, not hub_abi)
-        ".long forksafe_hub_slot_v1 - .\n"
+        ".long forksafe_hub_slot_abi" FORKSAFE_PP_STR(FORKSAFE_ABI_VERSION) " - .\n"
         ".popsection\n");
 
 /// The slot an object's forksafe note names, or nullptr.

@@ -54,7 +54,7 @@
 #include <cstdio>  // std::snprintf: describe
 #include <new>     // std::nothrow
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// Operations the domain performs on a node, dispatched through one function
 /// pointer so a node costs 24 bytes whatever the lock type.

@@ -28,7 +28,7 @@
 
 #include <pthread.h> // pthread_atfork
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 // ---- the pthread_atfork triple ---------------------------------------------
 

@@ -50,7 +50,7 @@
 #include <time.h>   // nanosleep
 #include <unistd.h> // write
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 /// The prepare timeout used when neither the program nor the environment sets one.
 inline constexpr std::int64_t default_prepare_timeout_ns = 10'000'000'000;
 

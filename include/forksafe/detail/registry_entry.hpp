@@ -15,7 +15,7 @@
 #include <cstddef> // std::size_t
 #include <cstdint> // fixed-width fields
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// What the registry asks of an entry.
 enum class entry_op : std::uint32_t {

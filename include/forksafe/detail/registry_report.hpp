@@ -15,7 +15,7 @@
 #include <cstdint>   // nanosecond counts
 #include <cstdio>    // std::vsnprintf
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// One entry that held a fork back: for reports.
 struct blocker_stat {

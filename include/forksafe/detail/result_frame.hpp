@@ -44,7 +44,7 @@
 #define FORKSAFE_HAS_CXXABI 0
 #endif
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// Results up to this size travel inline in the frame and live in the handle;
 /// larger ones (or over-aligned ones) are built in a shared mapping.

@@ -22,7 +22,7 @@
 
 #include <sys/types.h> // pid_t
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// The interface, and the outcome it fills in before wait() returns true.
 class result_source {

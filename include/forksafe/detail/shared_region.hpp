@@ -19,7 +19,7 @@
 #include <sys/mman.h> // mmap, munmap, madvise, memfd_create
 #include <unistd.h>   // sysconf, close
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// A shared anonymous mapping, made before fork() so parent and child see
 /// the same pages. Move-only. In a process forked from the one that made it,

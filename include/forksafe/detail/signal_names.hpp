@@ -11,7 +11,7 @@
 #include <csignal> // the signal numbers
 #include <string>  // the name
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// The conventional name of a signal ("SIGSEGV"; a real-time one is
 /// "SIGRTMIN+N"), or "signal N" for a number that is no signal.

@@ -26,7 +26,7 @@
 #define FORKSAFE_HAS_FPENDING 0
 #endif
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// Flushes a C++ stream, swallowing the exception a stream with exceptions()
 /// set may throw: a failed flush must not stop a fork or a child's _exit.

@@ -10,7 +10,7 @@
 
 #include <system_error> // std::system_error
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// Throws std::system_error carrying `err` and a sentence of context.
 [[noreturn]] inline void throw_errno(int err, const char* context) {

@@ -11,7 +11,7 @@
 
 #include <unistd.h> // close
 
-namespace forksafe::detail {
+namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// An owned file descriptor. Move-only.
 class unique_fd {
