@@ -64,8 +64,8 @@ inline void title(const char* text) { std::printf("\n%s\n", text); }
 /// anchor, prints this row's median over the anchor's.
 inline void row(const std::string& name, const stats& s, const char* unit, double unit_scale,
                 const stats* anchor = nullptr, const char* target = "") {
-  std::printf("  %-44s median %10.3f %s  (p10 %10.3f, p90 %10.3f, n=%zu)", name.c_str(), s.median / unit_scale,
-              unit, s.p10 / unit_scale, s.p90 / unit_scale, s.n);
+  std::printf("  %-44s median %10.3f %s  (p10 %10.3f, p90 %10.3f, n=%zu)", name.c_str(), s.median / unit_scale, unit,
+              s.p10 / unit_scale, s.p90 / unit_scale, s.n);
   if (anchor != nullptr && anchor->median > 0) std::printf("  ratio %.3f", s.median / anchor->median);
   if (*target != '\0') std::printf("  [target %s]", target);
   std::printf("\n");

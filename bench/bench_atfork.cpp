@@ -19,18 +19,19 @@ namespace {
 // Registers `n` no-op entries for as long as the returned object lives.
 std::shared_ptr<void> no_op_handlers(std::size_t n) {
   auto handles = std::make_shared<std::vector<forksafe::atfork_handle>>();
-  for (std::size_t i = 0; i < n; ++i) handles->push_back(forksafe::atfork_registry::instance().add([] {}, [] {}, [] {}));
+  for (std::size_t i = 0; i < n; ++i)
+    handles->push_back(forksafe::atfork_registry::instance().add([] {}, [] {}, [] {}));
   return handles;
 }
 } // namespace
 
 int main(int argc, char** argv) {
-  const auto s = bench::fork_latency_table(
-      "atfork_registry: fork + _exit + waitpid latency (µs)",
-      {{"fork(), registry with 0 handlers", [] { return no_op_handlers(0); }},
-       {"fork(), registry with 10 handlers", [] { return no_op_handlers(10); }},
-       {"fork(), registry with 1,000 handlers", [] { return no_op_handlers(1000); }}},
-      bench::smoke(argc, argv));
+  const auto s =
+      bench::fork_latency_table("atfork_registry: fork + _exit + waitpid latency (µs)",
+                                {{"fork(), registry with 0 handlers", [] { return no_op_handlers(0); }},
+                                 {"fork(), registry with 10 handlers", [] { return no_op_handlers(10); }},
+                                 {"fork(), registry with 1,000 handlers", [] { return no_op_handlers(1000); }}},
+                                bench::smoke(argc, argv));
   // What the handlers themselves add, over what the registry costs empty
   // (its lock, and glibc's fork() over _Fork()), relative to a bare fork.
   const double added = (s[3].median - s[1].median) / s[0].median;

@@ -225,8 +225,8 @@ int main(int argc, char** argv) {
     const double pipe_transfer = pipe_s.median - fill_s.median;
     const double ours_transfer = ours_s.median - fill_s.median;
     char line[200];
-    std::snprintf(line, sizeof line, "%.2f ms; fork_call %.2f ms (%s)", pipe_transfer / 1e6,
-                  ours_transfer / 1e6, ours_transfer > 0 ? "over the fill" : "less than the fill alone");
+    std::snprintf(line, sizeof line, "%.2f ms; fork_call %.2f ms (%s)", pipe_transfer / 1e6, ours_transfer / 1e6,
+                  ours_transfer > 0 ? "over the fill" : "less than the fill alone");
     bench::fact("transfer cost over fork + fill: pipe", line);
     char transfer[80] = "free (fork_call is faster than fork + fill alone)";
     if (ours_transfer > 0) std::snprintf(transfer, sizeof transfer, "%.2fx faster", pipe_transfer / ours_transfer);

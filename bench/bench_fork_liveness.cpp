@@ -53,9 +53,9 @@ struct result {
 void print(const std::string& name, const result& r, const char* target_median, const char* target_p99) {
   std::printf("  %-58s median %9.1f us (anchor %9.1f) ratio %6.2f [<= %s] | p99 %9.1f us (anchor %9.1f) ratio "
               "%6.2f [<= %s] | max %9.1f us (anchor %9.1f)\n",
-              name.c_str(), r.ours.median / 1e3, r.anchor.median / 1e3, r.ours.median / r.anchor.median,
-              target_median, r.ours.p99 / 1e3, r.anchor.p99 / 1e3, r.ours.p99 / r.anchor.p99, target_p99,
-              r.ours.max / 1e3, r.anchor.max / 1e3);
+              name.c_str(), r.ours.median / 1e3, r.anchor.median / 1e3, r.ours.median / r.anchor.median, target_median,
+              r.ours.p99 / 1e3, r.anchor.p99 / 1e3, r.ours.p99 / r.anchor.p99, target_p99, r.ours.max / 1e3,
+              r.anchor.max / 1e3);
 }
 
 // Interleaves `n` samples of each.
@@ -126,7 +126,8 @@ struct third_party_load {
 
 void third_party(std::size_t n) {
   bench::title("guard(): two library mutexes, one thread taking A, pausing, taking B (fork() in the parent)");
-  for (auto [p, name] : {std::pair{pause_kind::yield, "yield between A and B"}, std::pair{pause_kind::one_us, "1 us sleep between A and B"},
+  for (auto [p, name] : {std::pair{pause_kind::yield, "yield between A and B"},
+                         std::pair{pause_kind::one_us, "1 us sleep between A and B"},
                          std::pair{pause_kind::hundred_us, "100 us sleep between A and B"}}) {
     third_party_load load(p);
     auto ga = forksafe::atfork_registry::instance().guard(load.a, "library A");
@@ -195,7 +196,7 @@ void third_party_calls(std::size_t n) {
   auto ga = forksafe::atfork_registry::instance().guard(load.a, "library A");
   auto gb = forksafe::atfork_registry::instance().guard(load.b, "library B");
   const auto lock_both = [&] { return std::scoped_lock(load.a, load.b); };
-  print("fork_call<int> from 4 threads vs fork + pipe + waitpid by hand", 
+  print("fork_call<int> from 4 threads vs fork + pipe + waitpid by hand",
         from_four_threads(n, forksafe_call, [&] { return hand_call(lock_both); }), "2", "2");
   forksafe::process_pool pool(1);
   const auto replacement = [&] {
@@ -211,7 +212,8 @@ void third_party_calls(std::size_t n) {
     if (pool.submit([](int x) { return x; }, 3).get() != 3) std::abort();
     return static_cast<double>((bench::clock::now() - t0).count());
   };
-  print("pool: first task after a crash (a replacement fork) vs by hand", measure(n / 4 + 1, replacement, [&] { return hand_call(lock_both); }), "2", "2");
+  print("pool: first task after a crash (a replacement fork) vs by hand",
+        measure(n / 4 + 1, replacement, [&] { return hand_call(lock_both); }), "2", "2");
 }
 
 // ---- quiesce locks ----------------------------------------------------------
@@ -319,8 +321,8 @@ void quiesce_patterns(std::size_t n) {
       section(m, 20ms, i, l);
       std::this_thread::sleep_for(std::chrono::microseconds(20'000 * (i + 1) / threads / 10)); // out of phase
     });
-    print(std::to_string(threads) + " threads on their own locks, 20 ms sections out of phase", paired(n / 2, load, bare),
-          "2", "2");
+    print(std::to_string(threads) + " threads on their own locks, 20 ms sections out of phase",
+          paired(n / 2, load, bare), "2", "2");
   }
   using shared = quiesce_load<forksafe::fork_safe_shared_mutex>;
   shared load(5, 1, [](auto& m, int i, shared& l) {

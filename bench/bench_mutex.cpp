@@ -239,9 +239,9 @@ int main(int argc, char** argv) {
 
   bench::title("sizeof (bytes)");
   bench::fact("std::mutex", std::to_string(sizeof(std::mutex)));
-  bench::fact("fork_safe_mutex (quiesce / reset / poison)", std::to_string(sizeof(q_mutex)) + " / " +
-                                                               std::to_string(sizeof(r_mutex)) + " / " +
-                                                               std::to_string(sizeof(p_mutex)) + " [target: not larger]");
+  bench::fact("fork_safe_mutex (quiesce / reset / poison)",
+              std::to_string(sizeof(q_mutex)) + " / " + std::to_string(sizeof(r_mutex)) + " / " +
+                  std::to_string(sizeof(p_mutex)) + " [target: not larger]");
   bench::fact("std::shared_mutex", std::to_string(sizeof(std::shared_mutex)));
   bench::fact("fork_safe_shared_mutex (quiesce / reset / poison)",
               std::to_string(sizeof(forksafe::fork_safe_shared_mutex)) + " / " +

@@ -48,7 +48,7 @@ int main() {
         std::lock_guard a(lib_a::m);
         std::this_thread::sleep_for(100us);
         std::lock_guard b(lib_b::m); // holds A, wants B
-      } // and at once takes A again: both are free for a few nanoseconds at a time
+      }                              // and at once takes A again: both are free for a few nanoseconds at a time
     }
   });
   const auto both_locks_free = [] { return lib_a::m.try_lock() && lib_b::m.try_lock(); }; // in each child
@@ -60,9 +60,10 @@ int main() {
   std::printf("%d forks while a thread takes A, then B: %d children found both free\n", forks, both_free);
 
   const auto generations = forksafe::fork_call({.timeout = 10s}, [] {
-    const std::uint64_t grandchild = forksafe::fork_call({.timeout = 10s}, forksafe::fork_generation).get();
-    return std::array<std::uint64_t, 2>{forksafe::fork_generation(), grandchild};
-  }).get();
+                             const std::uint64_t grandchild =
+                                 forksafe::fork_call({.timeout = 10s}, forksafe::fork_generation).get();
+                             return std::array<std::uint64_t, 2>{forksafe::fork_generation(), grandchild};
+                           }).get();
   std::printf("fork_generation(): %" PRIu64 " here, %" PRIu64 " in a child, %" PRIu64 " in a grandchild\n",
               forksafe::fork_generation(), generations[0], generations[1]);
 
@@ -70,8 +71,8 @@ int main() {
   {
     const auto counting = forksafe::atfork_registry::instance().add({}, [&] { ++parent_calls; }, {});
     forksafe::fork_call({.timeout = 10s}, [] {}).get(); // runs it
-  } // the handle is destroyed: unregistered
-  forksafe::fork_call({.timeout = 10s}, [] {}).get(); // does not
+  }                                                     // the handle is destroyed: unregistered
+  forksafe::fork_call({.timeout = 10s}, [] {}).get();   // does not
   std::printf("a handler ran on %d of 2 forks: its atfork_handle was destroyed in between\n", parent_calls);
 
   const bool shown = both_free == forks && forksafe::fork_generation() == 0 && generations[0] == 1 &&

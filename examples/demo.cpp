@@ -7,16 +7,16 @@
 
 #include <forksafe/forksafe.hpp>
 
-#include <array>   // plain results
-#include <atomic>  // stop flags
-#include <chrono>  // holds, pauses, timeouts
-#include <cstdio>  // std::printf
-#include <future>  // a child's inner thread pool
-#include <mutex>   // std::mutex: the lock held at fork
-#include <random>  // the fork's phase against the holder
-#include <string>  // reports
-#include <thread>  // the lock-holding threads
-#include <vector>  // children in flight
+#include <array>  // plain results
+#include <atomic> // stop flags
+#include <chrono> // holds, pauses, timeouts
+#include <cstdio> // std::printf
+#include <future> // a child's inner thread pool
+#include <mutex>  // std::mutex: the lock held at fork
+#include <random> // the fork's phase against the holder
+#include <string> // reports
+#include <thread> // the lock-holding threads
+#include <vector> // children in flight
 
 namespace {
 
@@ -103,7 +103,12 @@ std::string two_libraries(bool guarded, int forks_to_do) {
       auto unlock_a = [&] { a.unlock(); };
       auto unlock_b = [&] { b.unlock(); };
       ha = registry.add([&] { a.lock(); }, unlock_a, unlock_a);
-      hb = registry.add([&] { b.lock(); std::this_thread::sleep_for(50us); }, unlock_b, unlock_b);
+      hb = registry.add(
+          [&] {
+            b.lock();
+            std::this_thread::sleep_for(50us);
+          },
+          unlock_b, unlock_b);
     }
     std::atomic<bool> stop{false};
     std::thread t([&] {
@@ -193,7 +198,8 @@ int main() {
               "   The fix: return the plain values.\n\n");
   auto values = forksafe::fork_call([] {
     std::array<std::future<int>, 3> inner;
-    for (int i = 0; i < 3; ++i) inner[static_cast<std::size_t>(i)] = std::async(std::launch::async, [i] { return i * i; });
+    for (int i = 0; i < 3; ++i)
+      inner[static_cast<std::size_t>(i)] = std::async(std::launch::async, [i] { return i * i; });
     std::array<int, 3> squares{};
     for (int i = 0; i < 3; ++i) squares[static_cast<std::size_t>(i)] = inner[static_cast<std::size_t>(i)].get();
     return squares;

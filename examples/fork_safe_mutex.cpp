@@ -12,9 +12,9 @@
 // without hanging on the waiter that vanished; in the parent the waiter
 // wakes and the mutex locks as usual. Exits 0 when all of that happened.
 
+#include <forksafe/fork_call.hpp>                    // fork_call: fork, run in the child, report
 #include <forksafe/fork_safe_condition_variable.hpp> // fork_safe_condition_variable
 #include <forksafe/fork_safe_mutex.hpp>              // fork_safe_mutex, basic_fork_safe_mutex, fork_poisoned
-#include <forksafe/fork_call.hpp>                    // fork_call: fork, run in the child, report
 
 #include <atomic> // flags between the threads
 #include <chrono> // timeouts
@@ -44,9 +44,9 @@ int quiesce(int forks) {
   int equal = 0;
   for (int i = 0; i < forks; ++i) {
     equal += forksafe::fork_call({.timeout = 10s}, [&] {
-      std::lock_guard g(m);
-      return a == b;
-    }).get();
+               std::lock_guard g(m);
+               return a == b;
+             }).get();
   }
   stop = true;
   writer.join();
@@ -67,19 +67,20 @@ bool poison_and_condition() {
     cv.wait(lock, [&] { return go; }); // waits across the fork
   });
   while (!waiting) std::this_thread::sleep_for(1ms);
-  const bool child_ok = forksafe::fork_call({.timeout = 10s}, [&] {
-    try {
-      std::lock_guard g(p);
-      return false; // not reached: the holder did not survive the fork
-    } catch (const forksafe::fork_poisoned& e) {
-      std::printf("poison:    the child's lock() threw fork_poisoned (%s)\n", e.code().message().c_str());
-    }
-    p.clear_poison(); // the child declares the guarded data repaired
-    std::lock_guard g(p);
-    std::unique_lock lock(m);
-    cv.notify_all();                                      // its waiter vanished with the fork: nobody to wake
-    return !cv.wait_for(lock, 10ms, [&] { return go; }); // nobody sets go here: times out
-  }).get();
+  const bool child_ok =
+      forksafe::fork_call({.timeout = 10s}, [&] {
+        try {
+          std::lock_guard g(p);
+          return false; // not reached: the holder did not survive the fork
+        } catch (const forksafe::fork_poisoned& e) {
+          std::printf("poison:    the child's lock() threw fork_poisoned (%s)\n", e.code().message().c_str());
+        }
+        p.clear_poison(); // the child declares the guarded data repaired
+        std::lock_guard g(p);
+        std::unique_lock lock(m);
+        cv.notify_all();                                     // its waiter vanished with the fork: nobody to wake
+        return !cv.wait_for(lock, 10ms, [&] { return go; }); // nobody sets go here: times out
+      }).get();
   {
     std::lock_guard g(m);
     go = true;

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The ODR test, translation unit A (see odr.hpp).
 
-#include "odr_headers_a.hpp" // every public header, in the list's order
 #include "odr.hpp"
+#include "odr_headers_a.hpp" // every public header, in the list's order
 
 #include <doctest/doctest.h>
 
@@ -19,7 +19,8 @@ TEST_CASE("odr: both translation units use the one atfork_registry") {
   CHECK(odr::registry_in_a() == odr::registry_in_b());
 }
 
-TEST_CASE("odr: a fork_call from one translation unit waits out a critical section; its child locks through the other") {
+TEST_CASE(
+    "odr: a fork_call from one translation unit waits out a critical section; its child locks through the other") {
   using namespace std::chrono_literals;
   forksafe::fork_safe_mutex m;
   std::atomic<bool> locked{false};

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The ODR test, translation unit B (see odr.hpp).
 
-#include "odr_headers_b.hpp" // every public header, in reverse order
 #include "odr.hpp"
+#include "odr_headers_b.hpp" // every public header, in reverse order
 
 #include <doctest/doctest.h>
 
@@ -22,13 +22,15 @@ int odr::value_from_child_in_b(forksafe::fork_safe_mutex& m, int value) {
            if (!odr::try_lock_in_a(m)) return -1;
            odr::unlock_in_a(m);
            return value;
-         }).get();
+         })
+      .get();
 }
 
 TEST_CASE("odr: a fork_call child sees the fork generation advance by one in both translation units") {
   const std::uint64_t parent = odr::generation_in_b();
   CHECK(odr::generation_in_a() == parent);
-  const auto child = forksafe::fork_call([] { return std::pair(odr::generation_in_a(), odr::generation_in_b()); }).get();
+  const auto child =
+      forksafe::fork_call([] { return std::pair(odr::generation_in_a(), odr::generation_in_b()); }).get();
   CHECK(child.first == parent + 1);
   CHECK(child.second == parent + 1);
 }

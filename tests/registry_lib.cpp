@@ -19,14 +19,11 @@ int out_fd = -1;
 } // namespace
 
 extern "C" {
-__attribute__((visibility("default"))) void* FS_NAME(_address)() {
-  return &forksafe::atfork_registry::instance();
-}
+__attribute__((visibility("default"))) void* FS_NAME(_address)() { return &forksafe::atfork_registry::instance(); }
 __attribute__((visibility("default"))) void FS_NAME(_register)(int fd) {
   out_fd = fd;
-  handle = forksafe::atfork_registry::instance().add(nullptr, nullptr, [] {
-    (void)!::write(out_fd, FS_STR(REGISTRY_LIB_NAME), 1);
-  });
+  handle = forksafe::atfork_registry::instance().add(nullptr, nullptr,
+                                                     [] { (void)!::write(out_fd, FS_STR(REGISTRY_LIB_NAME), 1); });
 }
 __attribute__((visibility("default"))) void FS_NAME(_unregister)() { handle.reset(); }
 // A plain function for process_pool's test: code loaded after a pool started.

@@ -78,8 +78,7 @@ TEST_CASE("atfork_registry: runs prepare newest first, parent and child oldest f
   CHECK(std::string(events.text) == "pC pB pA PA PB PC ");
 }
 
-TEST_CASE("atfork_registry: empty and null handlers are accepted and skipped" *
-          doctest::test_suite("memcheck")) {
+TEST_CASE("atfork_registry: empty and null handlers are accepted and skipped" * doctest::test_suite("memcheck")) {
   events.clear();
   void (*no_function)() = nullptr;
   auto a = atfork_registry::instance().add({}, nullptr, std::function<void()>{});
@@ -109,8 +108,7 @@ TEST_CASE("atfork_registry: a refused prepare undoes the pass newest-prepared fi
   CHECK(run_in_child([] {}).exited_with(0));
   // The undo calls the prepared entries' parent handlers newest first, as
   // folly does (its AtForkList test prepare_parent_return_false): D, then C.
-  CHECK(std::string(events.text) ==
-        "pD pC pB! PD PC pD pC pB! PD PC pD pC pB pA PA PB PC PD ");
+  CHECK(std::string(events.text) == "pD pC pB! PD PC pD pC pB! PD PC pD pC pB pA PA PB PC PD ");
 }
 
 TEST_CASE("atfork_registry: size() counts live entries and handles unregister on destruction" *
@@ -224,8 +222,8 @@ TEST_CASE("atfork_registry: add/remove storms from 3 threads during 1,000 forks 
         for (int t = 0; t < 3; ++t) {
           stormers.emplace_back([&] {
             while (!stop.load(std::memory_order_relaxed)) {
-              auto h = atfork_registry::instance().add([&] { prepared.fetch_add(1); },
-                                                       [&] { parented.fetch_add(1); }, nullptr);
+              auto h = atfork_registry::instance().add([&] { prepared.fetch_add(1); }, [&] { parented.fetch_add(1); },
+                                                       nullptr);
               std::this_thread::yield();
             }
           });
@@ -288,8 +286,7 @@ TEST_CASE("atfork_registry: add and remove inside a handler neither deadlock nor
   added.reset();
 }
 
-TEST_CASE("fork_generation: 0 in the parent, 1 in a child, 2 in a grandchild" *
-          doctest::test_suite("memcheck")) {
+TEST_CASE("fork_generation: 0 in the parent, 1 in a child, 2 in a grandchild" * doctest::test_suite("memcheck")) {
   CHECK(forksafe::fork_generation() == 0);
   const auto outcome = run_in_child([] {
     if (forksafe::fork_generation() != 1) return 1;
@@ -300,8 +297,7 @@ TEST_CASE("fork_generation: 0 in the parent, 1 in a child, 2 in a grandchild" *
   CHECK(forksafe::fork_generation() == 0);
 }
 
-TEST_CASE("atfork_registry: errno after the handlers is what it was before them" *
-          doctest::test_suite("memcheck")) {
+TEST_CASE("atfork_registry: errno after the handlers is what it was before them" * doctest::test_suite("memcheck")) {
   auto h = atfork_registry::instance().add([] { errno = EIO; }, [] { errno = EIO; }, [] { errno = EIO; });
   errno = 0;
   const pid_t pid = ::fork();

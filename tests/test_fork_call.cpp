@@ -17,32 +17,32 @@
 #include <forksafe/atfork_registry.hpp> // a prepare handler that widens the window before fork()
 #include <forksafe/process_result.hpp>
 
-#include <algorithm>  // std::sort, std::unique: lines printed twice
-#include <array>      // accepted results
-#include <atomic>     // counters shared with signal handlers and threads
-#include <chrono>     // deadlines, elapsed times
-#include <cstdint>    // std::uint32_t: the large results' words
-#include <cstdio>     // printf into a redirected stdout
-#include <cstdlib>    // std::atexit
-#include <cstring>    // std::strlen, std::memcmp
-#include <fstream>    // /proc files, the std::cout test's file buffer
-#include <functional> // std::reference_wrapper, std::function (rejected)
-#include <future>     // std::future (rejected), std::future_status, std::future_error
-#include <iostream>   // std::cout: flushed around fork
-#include <memory>     // std::unique_ptr (rejected; a move-only argument)
-#include <mutex>      // std::mutex (rejected)
-#include <optional>   // std::optional (accepted)
-#include <span>       // std::span (rejected)
-#include <sstream>    // std::stringbuf behind std::cout
-#include <stdexcept>  // what the children throw
-#include <string>     // std::string (rejected; captured)
-#include <string_view> // std::string_view (rejected)
+#include <algorithm>    // std::sort, std::unique: lines printed twice
+#include <array>        // accepted results
+#include <atomic>       // counters shared with signal handlers and threads
+#include <chrono>       // deadlines, elapsed times
+#include <cstdint>      // std::uint32_t: the large results' words
+#include <cstdio>       // printf into a redirected stdout
+#include <cstdlib>      // std::atexit
+#include <cstring>      // std::strlen, std::memcmp
+#include <fstream>      // /proc files, the std::cout test's file buffer
+#include <functional>   // std::reference_wrapper, std::function (rejected)
+#include <future>       // std::future (rejected), std::future_status, std::future_error
+#include <iostream>     // std::cout: flushed around fork
+#include <memory>       // std::unique_ptr (rejected; a move-only argument)
+#include <mutex>        // std::mutex (rejected)
+#include <optional>     // std::optional (accepted)
+#include <span>         // std::span (rejected)
+#include <sstream>      // std::stringbuf behind std::cout
+#include <stdexcept>    // what the children throw
+#include <string>       // std::string (rejected; captured)
+#include <string_view>  // std::string_view (rejected)
 #include <system_error> // std::system_error: the child could not be started
-#include <thread>     // 8 threads x 200 calls
-#include <tuple>      // std::tuple (accepted)
-#include <utility>    // std::pair (accepted), std::move
-#include <variant>    // std::variant (accepted)
-#include <vector>     // std::vector (rejected); bookkeeping
+#include <thread>       // 8 threads x 200 calls
+#include <tuple>        // std::tuple (accepted)
+#include <utility>      // std::pair (accepted), std::move
+#include <variant>      // std::variant (accepted)
+#include <vector>       // std::vector (rejected); bookkeeping
 
 #include <dirent.h>       // /proc/self/fd scans
 #include <fcntl.h>        // open, O_RDONLY
@@ -120,8 +120,6 @@ int count_pidfds() {
   ::closedir(d);
   return n;
 }
-
-
 
 bool eventually_dead(pid_t pid, std::chrono::milliseconds within) {
   const auto until = clock_type::now() + within;
@@ -305,7 +303,7 @@ static_assert(!fork_callable<decltype(returns_futures)>);
 static_assert(!fork_callable<decltype(returns_reference)>);
 static_assert(!fork_callable<decltype(returns_holds_pointer)>);
 static_assert(!fork_callable<decltype(returns_mutex_pointer)>);
-static_assert(!fork_callable<decltype(adds)>);            // not invocable without arguments
+static_assert(!fork_callable<decltype(adds)>);             // not invocable without arguments
 static_assert(!fork_callable<decltype(adds), int, char*>); // nor with these
 static_assert(fork_callable<decltype(returns_int)>);
 static_assert(fork_callable<decltype(returns_const_point)>);
@@ -319,8 +317,7 @@ static_assert(std::is_same_v<decltype(fork_call(returns_nothing)), process_resul
 static_assert(std::is_same_v<decltype(std::declval<process_result<int>&>().get()), int&>);
 static_assert(std::is_same_v<decltype(std::declval<process_result<int>&&>().get()), int>);
 static_assert(std::is_same_v<decltype(std::declval<process_result<void>&>().get()), void>);
-static_assert(
-    std::is_same_v<decltype(std::declval<process_result<sixty_four_mib>&>().get()), sixty_four_mib&>);
+static_assert(std::is_same_v<decltype(std::declval<process_result<sixty_four_mib>&>().get()), sixty_four_mib&>);
 static_assert(!std::is_copy_constructible_v<process_result<int>>);
 static_assert(std::is_nothrow_move_constructible_v<process_result<int>>);
 static_assert(std::is_nothrow_move_assignable_v<process_result<int>>);
@@ -465,7 +462,7 @@ TEST_CASE("fork_call: returns a 64 MiB result built in place, never on a stack")
   const auto stack = reinterpret_cast<std::uintptr_t>(&local);
   const auto distance = at > stack ? at - stack : stack - at;
   CHECK(distance > (std::uintptr_t{16} << 20)); // not in this stack
-  CHECK(&r.get() == &value);                     // kept in the handle
+  CHECK(&r.get() == &value);                    // kept in the handle
 }
 
 TEST_CASE("fork_call: a large result's mapping is not inherited by later forks") {
@@ -490,8 +487,7 @@ TEST_CASE("test support: the shared-mapping counter sees a shared mapping (it ca
 // Errors: each way a child can end without a value
 // ---------------------------------------------------------------------------
 
-TEST_CASE("child_error: what() reads like \"child 4242 was killed by SIGSEGV\"" *
-          doctest::test_suite("memcheck")) {
+TEST_CASE("child_error: what() reads like \"child 4242 was killed by SIGSEGV\"" * doctest::test_suite("memcheck")) {
   child_error::details d;
   d.why = child_error::reason::signaled;
   d.pid = 4242;
@@ -530,8 +526,7 @@ TEST_CASE("fork_call: a child that calls _exit(3) is reported as exited with cod
   CHECK(e->exited());
   CHECK(e->exit_code() == 3);
   CHECK(e->signal_number() == 0);
-  CHECK(std::string(e->what()) ==
-        "child " + std::to_string(r.pid()) + " exited with code 3 without a result");
+  CHECK(std::string(e->what()) == "child " + std::to_string(r.pid()) + " exited with code 3 without a result");
 }
 
 TEST_CASE("fork_call: a throwing callable is reported with the exception's type and what()" *
@@ -544,8 +539,7 @@ TEST_CASE("fork_call: a throwing callable is reported with the exception's type 
   CHECK(e->exception_what() == "disk on fire");
   CHECK_FALSE(e->what_truncated());
   CHECK(std::string(e->what()) ==
-        "child " + std::to_string(r.pid()) +
-            " threw (anonymous namespace)::user_ns::custom_error: disk on fire");
+        "child " + std::to_string(r.pid()) + " threw (anonymous namespace)::user_ns::custom_error: disk on fire");
   CHECK_THROWS_WITH_AS(fork_call(bounded, [] { throw std::runtime_error("boom"); }).get(),
                        doctest::Contains("threw std::runtime_error: boom"), child_error);
   // Whatever the result's size and route: inline, in the shared mapping, void.
@@ -936,7 +930,7 @@ TEST_CASE("fork_call: EOF on a pipe a descendant inherited comes late (negative 
 // ---------------------------------------------------------------------------
 
 TEST_CASE("fork_call: returns the value when SIGCHLD is ignored") {
-  struct sigaction ignore{};
+  struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;
   sigemptyset(&ignore.sa_mask);
   const scoped_signal restore(SIGCHLD, ignore);
@@ -959,7 +953,7 @@ TEST_CASE("fork_call: returns the value when SIGCHLD is ignored") {
 
 TEST_CASE("fork_call: reports result lost, not a hang, when SIGCHLD is ignored and the child dies "
           "without a result") {
-  struct sigaction ignore{};
+  struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;
   sigemptyset(&ignore.sa_mask);
   const scoped_signal restore(SIGCHLD, ignore);
@@ -979,7 +973,7 @@ void reap_every_child(int) {
   errno = saved;
 }
 struct sigaction foreign_reaper() {
-  struct sigaction a{};
+  struct sigaction a {};
   a.sa_handler = reap_every_child;
   sigemptyset(&a.sa_mask);
   a.sa_flags = SA_NOCLDSTOP;
@@ -1022,9 +1016,7 @@ std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
-std::string temp_path(const char* tag) {
-  return "/tmp/forksafe_test_" + std::to_string(::getpid()) + "_" + tag;
-}
+std::string temp_path(const char* tag) { return "/tmp/forksafe_test_" + std::to_string(::getpid()) + "_" + tag; }
 } // namespace
 
 TEST_CASE("fork_call: the parent flushes C stdio before fork, so buffered output is printed once") {
@@ -1120,8 +1112,7 @@ int lines_printed_twice(const std::string& path, ForkChild fork_child) {
 
 TEST_CASE("fork_call: output another thread buffered between the flush and fork() is printed once") {
   // The child drops what it inherited unwritten: it is the parent's to print.
-  CHECK(lines_printed_twice(temp_path("twice"), [] { return fork_call(bounded, [] { return 1; }).get() == 1; }) ==
-        0);
+  CHECK(lines_printed_twice(temp_path("twice"), [] { return fork_call(bounded, [] { return 1; }).get() == 1; }) == 0);
 }
 
 TEST_CASE("fork_call: a child keeps what a std::stringbuf behind std::cout held before the fork") {
@@ -1135,7 +1126,8 @@ TEST_CASE("fork_call: a child keeps what a std::stringbuf behind std::cout held 
   CHECK(size == 4);
 }
 
-TEST_CASE("fork_call: a child that flushes what it inherited prints the other thread's lines twice (negative control)") {
+TEST_CASE(
+    "fork_call: a child that flushes what it inherited prints the other thread's lines twice (negative control)") {
   const int twice = lines_printed_twice(temp_path("twice-control"), [] {
     std::fflush(nullptr);
     const pid_t pid = ::fork();
@@ -1338,8 +1330,7 @@ TEST_CASE("fork_call: a child that closes all its descriptors is reported as und
   const auto undelivered = [](auto&& r) {
     const auto e = error_of(r);
     if (!e) return std::string("delivered");
-    return e->exited() && e->exit_code() == child_error::undelivered_exit_code ? std::string()
-                                                                             : std::string(e->what());
+    return e->exited() && e->exit_code() == child_error::undelivered_exit_code ? std::string() : std::string(e->what());
   };
   CHECK(undelivered(fork_call({.timeout = must_end}, [] {
           close_all_from(0);
@@ -1357,7 +1348,6 @@ TEST_CASE("fork_call: a child that closes all its descriptors is reported as und
 // ---------------------------------------------------------------------------
 // Failure to create the child (each in a child of its own: the limits stay there)
 // ---------------------------------------------------------------------------
-
 
 TEST_CASE("fork_call: throws system_error(EAGAIN) and leaks nothing when fork fails under RLIMIT_NPROC") {
   // Root ignores RLIMIT_NPROC (CAP_SYS_RESOURCE), so the child drops to
@@ -1402,75 +1392,77 @@ TEST_CASE("fork_call: throws system_error(EMFILE) and leaks nothing when the pip
 }
 
 TEST_CASE("fork_call: still delivers, crashes and times out correctly when no pidfd can be opened") {
-  const auto outcome = run_in_child([] {
-    // Control: with descriptors to spare, a running call holds a pidfd.
-    {
-      gate g;
-      auto r = fork_call(bounded, [&] {
-        g.wait();
-        return 0;
-      });
-      if (count_pidfds() != 1) return 20;
-      g.open();
-      if (r.get() != 0) return 21;
-    }
-    std::vector<int> fillers = fill_descriptor_table();
-    if (fillers.size() < 3) return 22;
-    // Two free slots: the pipe takes both, pidfd_open gets EMFILE.
-    ::close(fillers.back());
-    fillers.pop_back();
-    ::close(fillers.back());
-    fillers.pop_back();
-    int rc = 0;
-    try {
-      auto r = fork_call(bounded, [] {
-        std::this_thread::sleep_for(50ms);
-        return 77;
-      });
-      if (r.native_handle() < 0) rc = 30;
-      pollfd p{r.native_handle(), POLLIN, 0};
-      if (rc == 0 && ::poll(&p, 1, scaled_poll_ms(10s)) != 1) rc = 31; // the pipe turns readable
-      if (rc == 0 && r.get() != 77) rc = 32;
-      for (int fd : fillers) ::close(fd); // room for the /proc scan
-      fillers.clear();
-      if (rc == 0 && count_pidfds() != 0) rc = 33; // it really ran without one
-    } catch (...) {
-      rc = 34;
-    }
-    for (int fd : fillers) ::close(fd);
-    fillers = fill_descriptor_table();
-    ::close(fillers.back());
-    fillers.pop_back();
-    ::close(fillers.back());
-    fillers.pop_back();
-    if (rc == 0) {
-      if (const auto e = error_of(fork_call(bounded, load_through_null)); !e) {
-        rc = 40;
-      } else if (!e->signaled() || e->signal_number() != SIGSEGV) {
-        rc = 41;
-      }
-    }
-    for (int fd : fillers) ::close(fd);
-    fillers = fill_descriptor_table();
-    ::close(fillers.back());
-    fillers.pop_back();
-    ::close(fillers.back());
-    fillers.pop_back();
-    if (rc == 0) {
-      const auto e = error_of(fork_call({.timeout = 100ms}, [] {
-        std::this_thread::sleep_for(30s);
-        return 0;
-      }));
-      if (!e) {
-        rc = 50;
-      } else if (!e->timed_out()) {
-        rc = 51;
-      }
-    }
-    for (int fd : fillers) ::close(fd);
-    if (rc == 0 && count_zombie_children() != 0) rc = 60;
-    return rc;
-  }, 30s);
+  const auto outcome = run_in_child(
+      [] {
+        // Control: with descriptors to spare, a running call holds a pidfd.
+        {
+          gate g;
+          auto r = fork_call(bounded, [&] {
+            g.wait();
+            return 0;
+          });
+          if (count_pidfds() != 1) return 20;
+          g.open();
+          if (r.get() != 0) return 21;
+        }
+        std::vector<int> fillers = fill_descriptor_table();
+        if (fillers.size() < 3) return 22;
+        // Two free slots: the pipe takes both, pidfd_open gets EMFILE.
+        ::close(fillers.back());
+        fillers.pop_back();
+        ::close(fillers.back());
+        fillers.pop_back();
+        int rc = 0;
+        try {
+          auto r = fork_call(bounded, [] {
+            std::this_thread::sleep_for(50ms);
+            return 77;
+          });
+          if (r.native_handle() < 0) rc = 30;
+          pollfd p{r.native_handle(), POLLIN, 0};
+          if (rc == 0 && ::poll(&p, 1, scaled_poll_ms(10s)) != 1) rc = 31; // the pipe turns readable
+          if (rc == 0 && r.get() != 77) rc = 32;
+          for (int fd : fillers) ::close(fd); // room for the /proc scan
+          fillers.clear();
+          if (rc == 0 && count_pidfds() != 0) rc = 33; // it really ran without one
+        } catch (...) {
+          rc = 34;
+        }
+        for (int fd : fillers) ::close(fd);
+        fillers = fill_descriptor_table();
+        ::close(fillers.back());
+        fillers.pop_back();
+        ::close(fillers.back());
+        fillers.pop_back();
+        if (rc == 0) {
+          if (const auto e = error_of(fork_call(bounded, load_through_null)); !e) {
+            rc = 40;
+          } else if (!e->signaled() || e->signal_number() != SIGSEGV) {
+            rc = 41;
+          }
+        }
+        for (int fd : fillers) ::close(fd);
+        fillers = fill_descriptor_table();
+        ::close(fillers.back());
+        fillers.pop_back();
+        ::close(fillers.back());
+        fillers.pop_back();
+        if (rc == 0) {
+          const auto e = error_of(fork_call({.timeout = 100ms}, [] {
+            std::this_thread::sleep_for(30s);
+            return 0;
+          }));
+          if (!e) {
+            rc = 50;
+          } else if (!e->timed_out()) {
+            rc = 51;
+          }
+        }
+        for (int fd : fillers) ::close(fd);
+        if (rc == 0 && count_zombie_children() != 0) rc = 60;
+        return rc;
+      },
+      30s);
   CHECK(outcome.exited_with(0));
 }
 

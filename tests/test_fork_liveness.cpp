@@ -8,9 +8,9 @@
 // a deadline. Work is bounded by fork counts; only deadlines involve time.
 
 #include <forksafe/atfork_registry.hpp>
+#include <forksafe/fork_call.hpp>
 #include <forksafe/fork_safe_mutex.hpp>
 #include <forksafe/process_pool.hpp>
-#include <forksafe/fork_call.hpp>
 #include <forksafe/process_result.hpp>
 
 #include "support/expect_error.hpp"
@@ -28,7 +28,7 @@
 
 #include <fcntl.h>    // O_CLOEXEC
 #include <sys/wait.h> // waitpid: the probe
-#include <unistd.h> // fork, pipe, dup2
+#include <unistd.h>   // fork, pipe, dup2
 
 using namespace std::chrono_literals;
 using forksafe::atfork_registry;
@@ -106,8 +106,10 @@ forksafe::atfork_handle try_lock_only(std::mutex& m) {
 outcome third_party_forks(pause_kind p, bool use_guard, int forks, std::chrono::milliseconds deadline) {
   auto body = [p, use_guard, forks] {
     two_libraries libs{{}, {}, p};
-    forksafe::atfork_handle ga = use_guard ? atfork_registry::instance().guard(libs.a, "library A") : try_lock_only(libs.a);
-    forksafe::atfork_handle gb = use_guard ? atfork_registry::instance().guard(libs.b, "library B") : try_lock_only(libs.b);
+    forksafe::atfork_handle ga =
+        use_guard ? atfork_registry::instance().guard(libs.a, "library A") : try_lock_only(libs.a);
+    forksafe::atfork_handle gb =
+        use_guard ? atfork_registry::instance().guard(libs.b, "library B") : try_lock_only(libs.b);
     load busy(1, [&](int) { libs.round(); });
     return fork_children(forks, [&] {
       std::scoped_lock both(libs.a, libs.b); // free in the child: the fork held both
@@ -245,7 +247,8 @@ TEST_CASE("quiesce: 4 threads queued on one mutex with 5 ms sections: 30 forks c
   const auto o = run_in_child(
       [] {
         forksafe::fork_safe_mutex locks[1];
-        return quiesce_forks(locks, [&](int) -> auto& { return locks[0]; }, 4, 5ms, 30);
+        return quiesce_forks(
+            locks, [&](int) -> auto& { return locks[0]; }, 4, 5ms, 30);
       },
       120s);
   CHECK(o.exited_with(0));
@@ -255,7 +258,8 @@ TEST_CASE("quiesce: 4 threads on their own locks, 20 ms sections out of phase: 2
   const auto o = run_in_child(
       [] {
         forksafe::fork_safe_mutex locks[4];
-        return quiesce_forks(locks, [&](int i) -> auto& { return locks[i]; }, 4, 20ms, 20);
+        return quiesce_forks(
+            locks, [&](int i) -> auto& { return locks[i]; }, 4, 20ms, 20);
       },
       120s);
   CHECK(o.exited_with(0));
@@ -267,7 +271,8 @@ TEST_CASE("quiesce, negative control: the same 4 out-of-phase holders on try-loc
         std::mutex locks[4];
         forksafe::atfork_handle h[4];
         for (int i = 0; i < 4; ++i) h[i] = try_lock_only(locks[i]);
-        return quiesce_forks(locks, [&](int i) -> auto& { return locks[i]; }, 4, 20ms, 20);
+        return quiesce_forks(
+            locks, [&](int i) -> auto& { return locks[i]; }, 4, 20ms, 20);
       },
       2s);
   INFO("sandbox ", o.describe());
@@ -339,11 +344,12 @@ TEST_CASE("quiesce: a cycle through a plain mutex (A -> X, X -> B) lets held-bac
       [] {
         return plain_lock_cycle(
             [](auto& a, auto& b) {
-              return run_in_child([&] {
-                       std::scoped_lock both(a, b);
-                       return 0;
-                     },
-                                  30s)
+              return run_in_child(
+                         [&] {
+                           std::scoped_lock both(a, b);
+                           return 0;
+                         },
+                         30s)
                              .exited_with(0)
                          ? 0
                          : 1;
@@ -364,9 +370,9 @@ TEST_CASE("quiesce, negative control: taking A and B in pthread_atfork with bloc
               static auto* pb = &b;
               pa = &a;
               pb = &b;
-              static const int once = ::pthread_atfork([] { pa->lock(), pb->lock(); },
-                                                       [] { pb->unlock(), pa->unlock(); },
-                                                       [] { pb->unlock(), pa->unlock(); });
+              static const int once =
+                  ::pthread_atfork([] { pa->lock(), pb->lock(); }, [] { pb->unlock(), pa->unlock(); },
+                                   [] { pb->unlock(), pa->unlock(); });
               (void)once;
               return run_in_child([] { return 0; }, 30s).exited_with(0) ? 0 : 1;
             },
@@ -438,23 +444,22 @@ TEST_CASE("prepare timeout: a ring walked hand over hand; fork() goes on, the he
         for (int i = 0; i < 5; ++i) {
           // A plain fork(), which cannot fail: it goes on. (forksafe's own
           // forks, run_in_child's among them, give up instead.)
-          const auto c = plain_fork(
-              [&] {
-                int seen = 0;
-                for (auto& m : ring.locks) {
-                  try {
-                    if (!m.try_lock()) return 100; // neither free nor poisoned: a hang in waiting
-                    m.unlock();
-                  } catch (const forksafe::fork_poisoned&) {
-                    if (!m.poisoned()) return 101;
-                    m.clear_poison();
-                    if (!m.try_lock()) return 102;
-                    m.unlock();
-                    ++seen;
-                  }
-                }
-                return seen;
-              });
+          const auto c = plain_fork([&] {
+            int seen = 0;
+            for (auto& m : ring.locks) {
+              try {
+                if (!m.try_lock()) return 100; // neither free nor poisoned: a hang in waiting
+                m.unlock();
+              } catch (const forksafe::fork_poisoned&) {
+                if (!m.poisoned()) return 101;
+                m.clear_poison();
+                if (!m.try_lock()) return 102;
+                m.unlock();
+                ++seen;
+              }
+            }
+            return seen;
+          });
           // A walker held at least one lock when fork() went on.
           if (c.how != forksafe_test::kind::exited || c.value >= 100 || c.value < 1) return 1;
           poisoned += c.value;
@@ -492,7 +497,7 @@ TEST_CASE("prepare timeout: fork() past it goes on without a guarded lock never 
           while (!release) std::this_thread::sleep_for(1ms);
         });
         while (m.try_lock()) m.unlock(); // until the holder has it
-        const pid_t pid = ::fork(); // goes on after 200 ms
+        const pid_t pid = ::fork();      // goes on after 200 ms
         if (pid == 0) ::_exit(0);
         int status = 0;
         ::waitpid(pid, &status, 0);
@@ -711,7 +716,8 @@ TEST_CASE("FORKSAFE_SLOW_FORK_MS: garbage is ignored with one warning, never a c
   }
 }
 
-TEST_CASE("FORKSAFE_PREPARE_TIMEOUT_MS: a fork that cannot be prepared in time goes on, and the line says without what") {
+TEST_CASE(
+    "FORKSAFE_PREPARE_TIMEOUT_MS: a fork that cannot be prepared in time goes on, and the line says without what") {
   // The probe's lock is held 100 ms past the moment the fork is seen waiting.
   const auto r = run_probe("FORKSAFE_PREPARE_TIMEOUT_MS=20");
   INFO(r.err);

@@ -44,8 +44,8 @@ void all_waiting(Mutex& m, const int& waiting, int n) {
   }
 }
 
-TEST_CASE_TEMPLATE("fork_safe_condition_variable: wait, wait_for, wait_until, notify_one, notify_all", M,
-                   quiesce_mutex, reset_mutex, poison_mutex) {
+TEST_CASE_TEMPLATE("fork_safe_condition_variable: wait, wait_for, wait_until, notify_one, notify_all", M, quiesce_mutex,
+                   reset_mutex, poison_mutex) {
   M m;
   forksafe::fork_safe_condition_variable cv;
   int stage = 0;
@@ -137,7 +137,8 @@ TEST_CASE("fork_safe_condition_variable: a child never hangs on waiters that exi
   delete cv;
 }
 
-TEST_CASE("fork_safe_condition_variable: destroying a std::condition_variable in a child with inherited waiters hangs (negative control)") {
+TEST_CASE("fork_safe_condition_variable: destroying a std::condition_variable in a child with inherited waiters hangs "
+          "(negative control)") {
   std::mutex m;
   auto* cv = new std::condition_variable;
   bool done = false;

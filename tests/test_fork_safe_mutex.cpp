@@ -7,8 +7,8 @@
 #include <forksafe/fork_safe_mutex.hpp>
 
 #include "support/fork_harness.hpp"
-#include "support/identity_only.hpp"
 #include "support/fork_while_locked.hpp"
+#include "support/identity_only.hpp"
 
 #include <atomic>             // flags shared with holder threads
 #include <condition_variable> // std::condition_variable_any
@@ -58,15 +58,17 @@ static_assert(sizeof(quiesce_mutex) <= sizeof(std::mutex) && sizeof(reset_mutex)
 static_assert(std::is_base_of_v<std::system_error, forksafe::fork_poisoned>);
 
 template <class M>
-concept has_clear_poison = requires(M m) { m.clear_poison(); };
+concept has_clear_poison = requires(M m) {
+  m.clear_poison();
+};
 static_assert(has_clear_poison<poison_mutex> && has_clear_poison<poison_shared>);
 // quiesce locks are poisoned in the child of a fork whose prepare timed out.
 static_assert(has_clear_poison<quiesce_mutex> && has_clear_poison<quiesce_shared>);
 static_assert(!has_clear_poison<reset_mutex>);
 
 TEST_CASE_TEMPLATE("fork_safe_mutex: works with lock_guard, unique_lock, scoped_lock and condition_variable_any" *
-                   doctest::test_suite("memcheck"), M,
-                   quiesce_mutex, reset_mutex, poison_mutex) {
+                       doctest::test_suite("memcheck"),
+                   M, quiesce_mutex, reset_mutex, poison_mutex) {
   M a, b;
   int counter = 0;
   {
@@ -162,7 +164,7 @@ struct holder {
 };
 
 TEST_CASE_TEMPLATE("quiesce: the fork waits for the critical section; the child gets the lock free and the data whole" *
-                   doctest::test_suite("memcheck"),
+                       doctest::test_suite("memcheck"),
                    M, quiesce_mutex, quiesce_shared) {
   M m;
   fork_announcement fork;
@@ -176,8 +178,8 @@ TEST_CASE_TEMPLATE("quiesce: the fork waits for the critical section; the child 
 }
 
 TEST_CASE_TEMPLATE("reset: the child gets a lock a vanished thread held as free; the parent's stays held" *
-                   doctest::test_suite("memcheck"), M,
-                   reset_mutex, reset_shared) {
+                       doctest::test_suite("memcheck"),
+                   M, reset_mutex, reset_shared) {
   M m;
   holder<M> h(m);
   const auto child = run_in_child([&] {
@@ -191,9 +193,10 @@ TEST_CASE_TEMPLATE("reset: the child gets a lock a vanished thread held as free;
   CHECK_FALSE(m.try_lock()); // the parent's holder still has it
 }
 
-TEST_CASE_TEMPLATE("poison: the child's lock and try_lock throw fork_poisoned until clear_poison(); the parent is unaffected" *
-                   doctest::test_suite("memcheck"),
-                   M, poison_mutex, poison_shared) {
+TEST_CASE_TEMPLATE(
+    "poison: the child's lock and try_lock throw fork_poisoned until clear_poison(); the parent is unaffected" *
+        doctest::test_suite("memcheck"),
+    M, poison_mutex, poison_shared) {
   M m;
   holder<M> h(m);
   const auto child = run_in_child([&] {
@@ -219,8 +222,9 @@ TEST_CASE_TEMPLATE("poison: the child's lock and try_lock throw fork_poisoned un
   CHECK_FALSE(m.try_lock());
 }
 
-TEST_CASE_TEMPLATE("fork_safe_mutex: a lock the forking thread holds stays held by it in the child and unlocks normally",
-                   M, quiesce_mutex, reset_mutex, poison_mutex, quiesce_shared, reset_shared, poison_shared) {
+TEST_CASE_TEMPLATE(
+    "fork_safe_mutex: a lock the forking thread holds stays held by it in the child and unlocks normally", M,
+    quiesce_mutex, reset_mutex, poison_mutex, quiesce_shared, reset_shared, poison_shared) {
   M m;
   m.lock();
   const auto child = run_in_child([&] {
@@ -272,8 +276,8 @@ struct reader {
 };
 
 TEST_CASE_TEMPLATE("fork_safe_shared_mutex: readers that vanished with the fork never block the child's writer" *
-                   doctest::test_suite("memcheck"), M,
-                   quiesce_shared, reset_shared) {
+                       doctest::test_suite("memcheck"),
+                   M, quiesce_shared, reset_shared) {
   M m;
   // quiesce: the fork waits for both readers; reset: it does not, and they
   // let go only once it has happened, so in the child they vanished.
@@ -384,8 +388,8 @@ TEST_CASE("fork-while-locked program: with std::mutex the harness catches stuck 
   CHECK(r.stuck + r.exited(0) == r.forks);
 }
 
-TEST_CASE_TEMPLATE("fork-while-locked program: 300 forks, no child stuck", M, quiesce_mutex, reset_mutex, quiesce_shared,
-                   reset_shared) {
+TEST_CASE_TEMPLATE("fork-while-locked program: 300 forks, no child stuck", M, quiesce_mutex, reset_mutex,
+                   quiesce_shared, reset_shared) {
   M m;
   // Every child must end by the deadline: scaled (the negative control's
   // stays short: its stuck children never end).
@@ -394,11 +398,11 @@ TEST_CASE_TEMPLATE("fork-while-locked program: 300 forks, no child stuck", M, qu
   CHECK(r.exited(0) == r.forks);
 }
 
-TEST_CASE_TEMPLATE("fork-while-locked program: 300 forks with poison, no child stuck and poison observed", M, poison_mutex,
-                   poison_shared) {
+TEST_CASE_TEMPLATE("fork-while-locked program: 300 forks with poison, no child stuck and poison observed", M,
+                   poison_mutex, poison_shared) {
   M m;
   const auto r = forksafe_test::run_fork_while_locked(m, 300, forksafe_test::lock_or_report_poison(m),
-                                                 forksafe_test::scaled(1000ms)); // every child must end: scaled
+                                                      forksafe_test::scaled(1000ms)); // every child must end: scaled
   MESSAGE("poison: ", r.exited(3), " of ", r.forks, " children saw fork_poisoned");
   CHECK(r.stuck == 0);
   CHECK(r.exited(3) > 0);
@@ -470,14 +474,15 @@ TEST_CASE("quiesce: a thread holding B that waits for A, which a failed fork pas
 // already), where a 50 ms sleep assumed it got there in that time.
 std::atomic<bool> slow_prepare_armed{false};
 std::atomic<bool> in_slow_prepare{false};
-std::atomic<pid_t> slow_prepare_waiter{0};     // the thread that blocks on the lock
+std::atomic<pid_t> slow_prepare_waiter{0}; // the thread that blocks on the lock
 std::atomic<bool> slow_prepare_waiter_done{false};
 const forksafe::atfork_handle slow_prepare = forksafe::atfork_registry::instance().add(
     [] {
       if (!slow_prepare_armed) return;
       in_slow_prepare = true;
       // Allocates nothing: this runs inside fork().
-      const auto until = std::chrono::steady_clock::now() + forksafe_test::scaled(10s); // a fallback, see wait_until_blocked
+      const auto until =
+          std::chrono::steady_clock::now() + forksafe_test::scaled(10s); // a fallback, see wait_until_blocked
       while (!slow_prepare_waiter_done && !forksafe_test::thread_is_blocked(slow_prepare_waiter) &&
              std::chrono::steady_clock::now() < until) {
         std::this_thread::yield();

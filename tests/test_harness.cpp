@@ -75,8 +75,7 @@ struct writes_on_destruction {
   ~writes_on_destruction() { (void)!::write(fd, "d", 1); }
 };
 
-TEST_CASE("harness: a child runs no static destructors or atexit handlers" *
-          doctest::test_suite("memcheck")) {
+TEST_CASE("harness: a child runs no static destructors or atexit handlers" * doctest::test_suite("memcheck")) {
   int fds[2];
   REQUIRE(::pipe(fds) == 0);
   const auto outcome = run_in_child([&] {
@@ -118,11 +117,13 @@ TEST_CASE("harness: the zombie counter sees a zombie (it can fail)") {
 // depend on a template parameter: outside a template an invalid expression in
 // a requires-expression is a hard error, not `false`.
 template <class T>
-  requires std::is_integral_v<T>
+requires std::is_integral_v<T>
 void only_integers(T) {}
 
 template <class T>
-concept accepted_by_only_integers = requires(T v) { only_integers(v); };
+concept accepted_by_only_integers = requires(T v) {
+  only_integers(v);
+};
 
 static_assert(accepted_by_only_integers<int>);
 static_assert(!accepted_by_only_integers<double>);

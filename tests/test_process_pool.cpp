@@ -130,11 +130,14 @@ TEST_CASE("process_pool: a process task that uses an inner thread pool and retur
 TEST_CASE("process_pool: results of 1 MiB arrive whole" * doctest::test_suite("memcheck")) {
   process_pool pool(2);
   using big = std::array<unsigned char, 1 << 20>;
-  auto r = pool.submit([](int seed) {
-    big b;
-    for (std::size_t i = 0; i < b.size(); ++i) b[i] = static_cast<unsigned char>((i * 31 + static_cast<std::size_t>(seed)) & 0xff);
-    return b;
-  }, 7);
+  auto r = pool.submit(
+      [](int seed) {
+        big b;
+        for (std::size_t i = 0; i < b.size(); ++i)
+          b[i] = static_cast<unsigned char>((i * 31 + static_cast<std::size_t>(seed)) & 0xff);
+        return b;
+      },
+      7);
   const big& b = r.get();
   bool whole = true;
   for (std::size_t i = 0; i < b.size(); ++i) whole = whole && b[i] == static_cast<unsigned char>((i * 31 + 7) & 0xff);
@@ -329,7 +332,7 @@ TEST_CASE("process_pool: a forked child that uses or destroys its copy of the po
     } catch (const std::logic_error&) {
     }
     running.kill(SIGKILL); // must not reach the owner's worker
-    pool.reset(); // must neither join the supervisor (not here), nor stop or kill the owner's workers
+    pool.reset();          // must neither join the supervisor (not here), nor stop or kill the owner's workers
     return code;
   });
   CHECK(child.exited_with(0));
@@ -383,7 +386,8 @@ TEST_CASE("process_pool: 10,000 tasks leave the memory they found") {
   const long rss_growth = forksafe_test::resident_kib() - rss_warm;
   MESSAGE("10,000 pool tasks after 1,000 to warm up: resident set grew by ", rss_growth, " KiB");
   CHECK(wrong == 0);
-  if (!FORKSAFE_TEST_ASAN && !FORKSAFE_TEST_TSAN) CHECK(rss_growth < 512); // sanitizers keep memory of their own (see test_fork_call.cpp)
+  if (!FORKSAFE_TEST_ASAN && !FORKSAFE_TEST_TSAN)
+    CHECK(rss_growth < 512); // sanitizers keep memory of their own (see test_fork_call.cpp)
 }
 
 TEST_CASE("test support: the resident-set measure sees a leak of 128 bytes per operation (it can fail)") {
@@ -406,7 +410,7 @@ TEST_CASE("process_pool: 100 pools created and destroyed leave no zombie, descri
   for (int i = 0; i < 100; ++i) {
     process_pool pool(2);
     CHECK(forksafe_test::count_shared_maps() == shared_maps + 1); // the pool's slots: the counter sees them
-    using big = std::array<unsigned char, 4096>;   // and a large result's memfd mapping
+    using big = std::array<unsigned char, 4096>;                  // and a large result's memfd mapping
     auto r = pool.submit([] { return big{}; });
     (void)r.get();
   }
@@ -493,7 +497,10 @@ TEST_CASE("process_pool: every signal sent to a worker mid-task fails that task 
       go.open();   // an ignored signal lets the value through; a stopped worker cannot read
       ++sent;
       // Workers share the test's process group, which may be orphaned.
-      if (auto what = check_outcome(sig, [&] { return r.get(); }, true); !what.empty()) wrong.push_back(what);
+      if (auto what = check_outcome(
+              sig, [&] { return r.get(); }, true);
+          !what.empty())
+        wrong.push_back(what);
       // A worker that died or stopped left its byte: take it, so that the
       // next task waits for its own. No task runs now (get() returned).
       pollfd left{go.fds[0], POLLIN, 0};
@@ -554,17 +561,19 @@ TEST_CASE("process_pool: a task that closes all its worker's descriptors still d
     CHECK(pool.submit([] {
                 close_all_from(0);
                 return 5;
-              }).get() == 5);
+              })
+              .get() == 5);
     // The next tasks, small and large (a large result needs the worker's
     // socket), run right whether on that worker or on a replacement.
     for (int i = 0; i < 5; ++i) {
       CHECK(pool.submit([](int x) { return x * 3; }, i).get() == i * 3);
-      const auto big = pool.submit([](int x) {
-                             std::array<int, 4096> a{};
-                             a.back() = x;
-                             return a;
-                           },
-                           i)
+      const auto big = pool.submit(
+                               [](int x) {
+                                 std::array<int, 4096> a{};
+                                 a.back() = x;
+                                 return a;
+                               },
+                               i)
                            .get();
       CHECK(big.back() == i);
     }
@@ -573,7 +582,8 @@ TEST_CASE("process_pool: a task that closes all its worker's descriptors still d
   CHECK(count_zombie_children() == 0);
 }
 
-TEST_CASE("process_pool: a task that puts eventfds where its worker's descriptors were: the worker retires, never writes") {
+TEST_CASE(
+    "process_pool: a task that puts eventfds where its worker's descriptors were: the worker retires, never writes") {
   // Every eventfd shares one inode: only kcmp tells the worker's own from
   // the task's. A worker that wrote into the task's eventfd would wake the
   // task's event loop and leave its own result uncollected.
@@ -582,27 +592,27 @@ TEST_CASE("process_pool: a task that puts eventfds where its worker's descriptor
   // Nobody waits in get() while it ends, so the worker tells the supervisor
   // through its event descriptor: the write it must not make.
   auto replacing = pool.submit([] {
-              // Every eventfd below 64 (the worker's own, among those it
-              // inherited; its private copies sit at 64 and up) is replaced
-              // by a new one at the same number; the socket is left alone.
-              DIR* d = ::opendir("/proc/self/fd");
-              std::vector<int> eventfds;
-              while (const dirent* e = d != nullptr ? ::readdir(d) : nullptr) {
-                char target[64] = {};
-                const std::string link = std::string("/proc/self/fd/") + e->d_name;
-                if (::readlink(link.c_str(), target, sizeof target - 1) > 0 &&
-                    std::string(target) == "anon_inode:[eventfd]" && std::atoi(e->d_name) < 64) {
-                  eventfds.push_back(std::atoi(e->d_name));
-                }
-              }
-              if (d != nullptr) ::closedir(d);
-              for (int fd : eventfds) {
-                const int fresh = ::eventfd(0, EFD_CLOEXEC);
-                ::dup2(fresh, fd);
-                ::close(fresh);
-              }
-              return static_cast<int>(eventfds.size());
-            });
+    // Every eventfd below 64 (the worker's own, among those it
+    // inherited; its private copies sit at 64 and up) is replaced
+    // by a new one at the same number; the socket is left alone.
+    DIR* d = ::opendir("/proc/self/fd");
+    std::vector<int> eventfds;
+    while (const dirent* e = d != nullptr ? ::readdir(d) : nullptr) {
+      char target[64] = {};
+      const std::string link = std::string("/proc/self/fd/") + e->d_name;
+      if (::readlink(link.c_str(), target, sizeof target - 1) > 0 && std::string(target) == "anon_inode:[eventfd]" &&
+          std::atoi(e->d_name) < 64) {
+        eventfds.push_back(std::atoi(e->d_name));
+      }
+    }
+    if (d != nullptr) ::closedir(d);
+    for (int fd : eventfds) {
+      const int fresh = ::eventfd(0, EFD_CLOEXEC);
+      ::dup2(fresh, fd);
+      ::close(fresh);
+    }
+    return static_cast<int>(eventfds.size());
+  });
   // Until the outcome is known without anyone waiting: wait_for(0s) only
   // looks, it never waits on the slot, so the task ends with nobody in get()
   // on any machine (a 200 ms sleep assumed it ended in that time). The limit
@@ -630,14 +640,17 @@ TEST_CASE("process_pool: a task that forks a grandchild and returns delays neith
   const auto start = clock_type::now();
   {
     process_pool pool(1, {.shutdown_deadline = forksafe_test::scaled(5s)});
-    grandchild = pool.submit([](std::chrono::milliseconds hold) {
-                       const pid_t g = ::fork();
-                       if (g == 0) {
-                         std::this_thread::sleep_for(hold); // holds every descriptor the worker had
-                         return pid_t{0};                   // back into the pool's code: must write nothing
-                       }
-                       return g;
-                     }, holds_for).get();
+    grandchild = pool.submit(
+                         [](std::chrono::milliseconds hold) {
+                           const pid_t g = ::fork();
+                           if (g == 0) {
+                             std::this_thread::sleep_for(hold); // holds every descriptor the worker had
+                             return pid_t{0};                   // back into the pool's code: must write nothing
+                           }
+                           return g;
+                         },
+                         holds_for)
+                     .get();
     REQUIRE(grandchild > 0);
     for (int i = 0; i < 5; ++i) CHECK(pool.submit([](int x) { return x - 1; }, i).get() == i - 1);
   }
@@ -662,7 +675,8 @@ TEST_CASE("process_pool: a pool that cannot fork (RLIMIT_NPROC) throws system_er
   CHECK(outcome == forksafe_test::outcome{forksafe_test::kind::exited, 0});
 }
 
-TEST_CASE("process_pool: with descriptors exhausted (RLIMIT_NOFILE) the pool and a large result throw EMFILE, leaking nothing") {
+TEST_CASE("process_pool: with descriptors exhausted (RLIMIT_NOFILE) the pool and a large result throw EMFILE, leaking "
+          "nothing") {
   const auto outcome = forksafe_test::run_in_child([] {
     const int fds = count_open_fds();
     std::vector<int> fillers = forksafe_test::fill_descriptor_table();
@@ -677,8 +691,8 @@ TEST_CASE("process_pool: with descriptors exhausted (RLIMIT_NOFILE) the pool and
       process_pool pool(1);
       // Take the slots left; a large result's memfd then cannot be made.
       for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) fillers.push_back(fd);
-      rc = forksafe_test::expect_system_error(
-          [&] { (void)pool.submit([] { return std::array<int, 4096>{}; }); }, EMFILE);
+      rc = forksafe_test::expect_system_error([&] { (void)pool.submit([] { return std::array<int, 4096>{}; }); },
+                                              EMFILE);
       if (rc != 0) rc += 40;
       if (rc == 0 && pool.submit([](int x) { return x + 1; }, 1).get() != 2) rc = 50; // small results need none
     }

@@ -13,26 +13,26 @@
 
 #include <forksafe/forksafe.hpp>
 
-#include <cstdlib> // std::abort
+#include <cstdlib>   // std::abort
 #include <stdexcept> // std::runtime_error
-#include <string> // std::to_string
+#include <string>    // std::to_string
 
 #include "support/eintr_storm.hpp"
 #include "support/expect_error.hpp"
 #include "support/fork_harness.hpp"
 
-#include <atomic>  // stop flags, counters
-#include <cerrno>  // EINTR
-#include <chrono>  // timeouts
+#include <atomic>             // stop flags, counters
+#include <cerrno>             // EINTR
+#include <chrono>             // timeouts
 #include <condition_variable> // std::cv_status
-#include <csignal> // SIGALRM, pthread_sigmask: quiet threads
-#include <future>  // std::future_status
-#include <mutex>   // lock guards
-#include <shared_mutex> // std::shared_lock
-#include <thread>  // contenders, stormers
-#include <vector>  // threads
+#include <csignal>            // SIGALRM, pthread_sigmask: quiet threads
+#include <future>             // std::future_status
+#include <mutex>              // lock guards
+#include <shared_mutex>       // std::shared_lock
+#include <thread>             // contenders, stormers
+#include <vector>             // threads
 
-#include <poll.h>  // ppoll: the storm's control; poll on native_handle()
+#include <poll.h>   // ppoll: the storm's control; poll on native_handle()
 #include <unistd.h> // read: a task waits on a gate
 
 using namespace std::chrono_literals;
@@ -165,8 +165,8 @@ TEST_CASE("torture: 2,000 fork_call children lock every fork-safe mutex while 4 
   }
   e.stop = true;
   for (auto& t : contenders) t.join();
-  MESSAGE("torture: ", forks, " children, ", e.rounds.load(), " contended critical sections: ", right,
-          " right, ", wrong, " wrong, ", stuck, " stuck, ", other, " other");
+  MESSAGE("torture: ", forks, " children, ", e.rounds.load(), " contended critical sections: ", right, " right, ",
+          wrong, " wrong, ", stuck, " stuck, ", other, " other");
   CHECK(right == forks);
   CHECK(stuck == 0);
   CHECK(forksafe_test::count_zombie_children() == 0);
@@ -181,7 +181,7 @@ TEST_CASE("torture: fork storms, 4 threads calling fork_call while 2 threads add
     stormers.emplace_back([&] {
       while (!stop.load(std::memory_order_relaxed)) {
         auto h = forksafe::atfork_registry::instance().add([&] { prepares.fetch_add(1); },
-                                                          [&] { parents.fetch_add(1); }, nullptr);
+                                                           [&] { parents.fetch_add(1); }, nullptr);
         registrations.fetch_add(1, std::memory_order_relaxed);
         std::this_thread::yield();
       }
@@ -214,7 +214,8 @@ TEST_CASE("torture: fork storms, 4 threads calling fork_call while 2 threads add
   CHECK(forksafe_test::count_zombie_children() == 0);
 }
 
-TEST_CASE("torture: the same load on std::mutex leaves children stuck, caught by fork_call's timeout (negative control)") {
+TEST_CASE(
+    "torture: the same load on std::mutex leaves children stuck, caught by fork_call's timeout (negative control)") {
   std::mutex m;
   guarded data;
   std::atomic<bool> stop{false};
@@ -304,10 +305,17 @@ TEST_CASE("torture: the pool under 10,000 mixed tasks, each accounted for exactl
   results.reserve(tasks);
   for (int i = 0; i < tasks; ++i) {
     switch (kind_of(i)) {
-    case 't': results.push_back(pool.submit([] { ::pause(); return 0; })); break;
+    case 't':
+      results.push_back(pool.submit([] {
+        ::pause();
+        return 0;
+      }));
+      break;
     case 's': results.push_back(pool.submit([] { return forksafe_test::load_through_null(); })); break;
     case 'a': results.push_back(pool.submit([]() -> int { std::abort(); })); break;
-    case 'e': results.push_back(pool.submit([](int x) -> int { throw std::runtime_error(std::to_string(x)); }, i)); break;
+    case 'e':
+      results.push_back(pool.submit([](int x) -> int { throw std::runtime_error(std::to_string(x)); }, i));
+      break;
     default: results.push_back(pool.submit([](int x) { return x * 3; }, i)); break;
     }
   }
@@ -491,7 +499,8 @@ TEST_CASE("torture: an EINTR storm interrupts every blocking call; each retries 
         }));
   }
 
-  SUBCASE("fork_safe_condition_variable: wait_for lasts its whole timeout, not cut short by signals; a predicate wait sees the notify") {
+  SUBCASE("fork_safe_condition_variable: wait_for lasts its whole timeout, not cut short by signals; a predicate wait "
+          "sees the notify") {
     forksafe::fork_safe_mutex m;
     forksafe::fork_safe_condition_variable cv;
     std::unique_lock lock(m);

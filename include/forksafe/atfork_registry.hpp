@@ -105,9 +105,9 @@ public:
   atfork_prepare(std::nullptr_t) noexcept {}
 
   template <class F>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, atfork_prepare> && std::is_invocable_v<F&> &&
-             (std::is_void_v<std::invoke_result_t<F&>> || std::is_same_v<std::invoke_result_t<F&>, bool>))
-  atfork_prepare(F&& f) { // NOLINT: implicit, like std::function
+  requires(!std::is_same_v<std::remove_cvref_t<F>, atfork_prepare> && std::is_invocable_v<F&> &&
+           (std::is_void_v<std::invoke_result_t<F&>> || std::is_same_v<std::invoke_result_t<F&>, bool>))
+      atfork_prepare(F&& f) { // NOLINT: implicit, like std::function
     if constexpr (std::is_constructible_v<bool, const std::remove_cvref_t<F>&>) {
       if (!static_cast<bool>(f)) return; // a null function pointer or an empty std::function
     }
@@ -199,8 +199,8 @@ struct fork_report {
 namespace detail {
 
 [[noreturn]] inline void handler_threw(const char* which, const char* name, const char* what) noexcept {
-  std::fprintf(stderr, "forksafe::atfork_registry: the %s handler of '%s' threw%s%s; calling std::terminate\n",
-               which, *name != '\0' ? name : "(unnamed)", what != nullptr ? ": " : "", what != nullptr ? what : "");
+  std::fprintf(stderr, "forksafe::atfork_registry: the %s handler of '%s' threw%s%s; calling std::terminate\n", which,
+               *name != '\0' ? name : "(unnamed)", what != nullptr ? ": " : "", what != nullptr ? what : "");
   std::terminate();
 }
 
@@ -341,9 +341,7 @@ struct guard_entry : registry_entry {
       return true;
     case entry_op::prepare_partial:
     case entry_op::child_unprepared: return true;
-    case entry_op::describe:
-      write_text(a, "a guarded lock another thread holds");
-      return true;
+    case entry_op::describe: write_text(a, "a guarded lock another thread holds"); return true;
     case entry_op::destroy: delete &e; return true;
     }
     return true;

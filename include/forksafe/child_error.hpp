@@ -111,9 +111,7 @@ public:
   /// The exit code when exited(), else -1.
   [[nodiscard]] int exit_code() const noexcept { return exited() ? details_->value : -1; }
   /// The signal that killed the child when signaled() or timed_out(), else 0.
-  [[nodiscard]] int signal_number() const noexcept {
-    return signaled() || timed_out() ? details_->value : 0;
-  }
+  [[nodiscard]] int signal_number() const noexcept { return signaled() || timed_out() ? details_->value : 0; }
   /// "SIGSEGV" for signal_number(), or "" when no signal killed the child.
   [[nodiscard]] std::string signal_name() const {
     return signal_number() != 0 ? detail::signal_name(signal_number()) : std::string();
@@ -147,8 +145,8 @@ private:
       }
       return s + " and was killed by " + detail::signal_name(d.value);
     case reason::prepare_timed_out:
-      return "no child was forked: " + (d.blocker.empty() ? std::string("the fork could not be prepared in time")
-                                                           : d.blocker);
+      return "no child was forked: " +
+             (d.blocker.empty() ? std::string("the fork could not be prepared in time") : d.blocker);
     case reason::cancelled: return "the task never ran: it was still queued when the pool shut down";
     case reason::lost:
       return s + " ended without a result and was reaped by someone else"

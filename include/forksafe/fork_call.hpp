@@ -93,14 +93,11 @@ struct fork_options {
 /// leaked then. Thread-safety: may be called from any number of threads at
 /// once.
 template <class F, class... Args>
-  requires std::invocable<F, Args...> &&
-           trivially_serializable<detail::transported_t<std::invoke_result_t<F, Args...>>>
+requires std::invocable<F, Args...> && trivially_serializable<detail::transported_t<std::invoke_result_t<F, Args...>>>
 [[nodiscard]] process_result<detail::call_result_t<F, Args...>> fork_call(const fork_options& options, F&& f,
                                                                           Args&&... args) {
   // Returns the callable's prvalue as is, so the child builds it in place.
-  auto call = [&]() -> decltype(auto) {
-    return std::invoke(std::forward<F>(f), std::forward<Args>(args)...);
-  };
+  auto call = [&]() -> decltype(auto) { return std::invoke(std::forward<F>(f), std::forward<Args>(args)...); };
   using R = detail::call_result_t<F, Args...>;
   auto source = std::make_shared<detail::forked_source>();
   source->start<R>(call, options.timeout, options.own_process_group);
@@ -109,8 +106,7 @@ template <class F, class... Args>
 
 /// fork_call with default options: no timeout, same process group.
 template <class F, class... Args>
-  requires std::invocable<F, Args...> &&
-           trivially_serializable<detail::transported_t<std::invoke_result_t<F, Args...>>>
+requires std::invocable<F, Args...> && trivially_serializable<detail::transported_t<std::invoke_result_t<F, Args...>>>
 [[nodiscard]] process_result<detail::call_result_t<F, Args...>> fork_call(F&& f, Args&&... args) {
   return fork_call(fork_options{}, std::forward<F>(f), std::forward<Args>(args)...);
 }

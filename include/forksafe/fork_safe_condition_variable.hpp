@@ -22,9 +22,9 @@
 #include "fork_safe_mutex.hpp"
 
 #include <atomic>             // sequence word, waiter count
+#include <cerrno>             // EINTR: a signal is not a wake-up
 #include <chrono>             // wait_for, wait_until
 #include <climits>            // INT_MAX
-#include <cerrno>             // EINTR: a signal is not a wake-up
 #include <condition_variable> // std::cv_status
 #include <cstdint>            // std::uint32_t
 #include <mutex>              // std::unique_lock
@@ -79,8 +79,7 @@ public:
   /// without unlocking. The time left is turned into one relative wait, so a
   /// jump of Clock during the wait is only seen when the wait ends.
   template <class Mutex, class Clock, class Duration>
-  std::cv_status wait_until(std::unique_lock<Mutex>& lock,
-                            const std::chrono::time_point<Clock, Duration>& deadline) {
+  std::cv_status wait_until(std::unique_lock<Mutex>& lock, const std::chrono::time_point<Clock, Duration>& deadline) {
     const auto left = deadline - Clock::now();
     if (left <= left.zero()) return std::cv_status::timeout;
     const timespec ts = detail::to_timespec(std::chrono::duration_cast<std::chrono::nanoseconds>(left));

@@ -144,15 +144,11 @@ public:
   /// (it may wait for a fork in progress to finish); the first one also
   /// creates that list and its atfork_registry entry, and std::terminate is
   /// called if that allocation fails (noexcept). The others are constexpr.
-  basic_fork_safe_mutex() noexcept
-    requires quiesce
-  {
+  basic_fork_safe_mutex() noexcept requires quiesce {
     node_.ops = &quiesce_ops;
     detail::link_quiesce(node_);
   }
-  constexpr basic_fork_safe_mutex() noexcept
-    requires(!quiesce)
-  = default;
+  constexpr basic_fork_safe_mutex() noexcept requires(!quiesce) = default;
 
   /// Requires: not locked. A quiesce mutex unlinks itself (it may wait for a
   /// fork in progress to finish).
@@ -200,9 +196,7 @@ public:
 
   /// poison and quiesce: true in a child while the lock is poisoned (see
   /// lock()) until clear_poison(). Best effort: racy against clear_poison().
-  [[nodiscard]] bool poisoned() const noexcept
-    requires(P != fork_policy::reset)
-  {
+  [[nodiscard]] bool poisoned() const noexcept requires(P != fork_policy::reset) {
     const std::uint32_t owner = lock_.owner();
     if constexpr (quiesce) {
       return owner == detail::poisoned_owner;
@@ -214,9 +208,7 @@ public:
   /// poison and quiesce: declares the guarded data repaired; the mutex
   /// becomes unlocked (waking one waiter) if it was poisoned. Harmless when
   /// not poisoned.
-  void clear_poison() noexcept
-    requires(P != fork_policy::reset)
-  {
+  void clear_poison() noexcept requires(P != fork_policy::reset) {
     if (poisoned()) lock_.release_if_owner(lock_.owner());
   }
 
@@ -245,7 +237,8 @@ private:
     switch (op) {
     case detail::quiesce_op::try_take:
       if (owner == detail::this_thread_id()) return 1; // the forking thread's own: skip
-      if (owner == 0) return m.lock_.try_lock(tag, arg != 0, std::memory_order_acq_rel) ? 1 : 0; // after the gate closed
+      if (owner == 0)
+        return m.lock_.try_lock(tag, arg != 0, std::memory_order_acq_rel) ? 1 : 0; // after the gate closed
       return detail::stale_fork_tag(owner) && m.lock_.replace_owner(owner, tag) ? 1 : 0;
     case detail::quiesce_op::give_back:
       if (owner == tag) m.lock_.unlock();
@@ -254,9 +247,7 @@ private:
       if (owner != 0 && !detail::stale_fork_tag(owner)) m.lock_.wait_while(m.lock_.word(), arg);
       return 1;
     case detail::quiesce_op::holder: return owner;
-    case detail::quiesce_op::mark_busy:
-      m.fork_mark_ = 1;
-      return 1;
+    case detail::quiesce_op::mark_busy: m.fork_mark_ = 1; return 1;
     case detail::quiesce_op::fix_child:
       if (m.fork_mark_ != 0) {
         m.fork_mark_ = 0;
@@ -279,7 +270,6 @@ private:
 
 /// The drop-in replacement for std::mutex: the quiesce policy.
 using fork_safe_mutex = basic_fork_safe_mutex<>;
-
 
 } // namespace forksafe
 

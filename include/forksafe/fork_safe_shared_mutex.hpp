@@ -57,7 +57,7 @@ class basic_fork_safe_shared_mutex {
   static constexpr bool quiesce = P == fork_policy::quiesce;
   static constexpr std::uint32_t writer_waits = 1U << 31; // in readers_: a writer waits for them to drain
   static constexpr std::uint32_t count_mask = writer_waits - 1;
-  static constexpr std::uint32_t repairing = 0xffffffffU;  // in generation_
+  static constexpr std::uint32_t repairing = 0xffffffffU; // in generation_
 
 public:
   /// P, for generic code.
@@ -175,9 +175,7 @@ public:
   /// poison and quiesce: true in a child while it is poisoned (poison: a
   /// thread that did not survive the fork held it, as writer or reader;
   /// quiesce: see lock()), until clear_poison().
-  [[nodiscard]] bool poisoned() const noexcept
-    requires(P != fork_policy::reset)
-  {
+  [[nodiscard]] bool poisoned() const noexcept requires(P != fork_policy::reset) {
     if constexpr (quiesce) {
       return writer_.owner() == detail::poisoned_owner;
     } else {
@@ -188,9 +186,7 @@ public:
 
   /// poison and quiesce: declares the guarded data repaired; locks that
   /// vanished threads held are dropped. Harmless when not poisoned.
-  void clear_poison() noexcept
-    requires(P != fork_policy::reset)
-  {
+  void clear_poison() noexcept requires(P != fork_policy::reset) {
     if constexpr (quiesce) {
       writer_.release_if_owner(detail::poisoned_owner, INT_MAX);
     } else {
@@ -260,8 +256,7 @@ private:
     for (;;) {
       std::uint32_t r = readers_.load(std::memory_order_seq_cst);
       if ((r & count_mask) == 0) break;
-      if ((r & writer_waits) == 0 &&
-          !readers_.compare_exchange_weak(r, r | writer_waits, std::memory_order_seq_cst)) {
+      if ((r & writer_waits) == 0 && !readers_.compare_exchange_weak(r, r | writer_waits, std::memory_order_seq_cst)) {
         continue;
       }
       detail::futex_wait(readers_, r | writer_waits);
@@ -396,9 +391,7 @@ private:
       return owner != 0 ? std::int64_t{owner}
                         : -static_cast<std::int64_t>(m.readers_.load(std::memory_order_relaxed) & count_mask);
     }
-    case detail::quiesce_op::mark_busy:
-      m.taken_for_fork_ = left_out;
-      return 1;
+    case detail::quiesce_op::mark_busy: m.taken_for_fork_ = left_out; return 1;
     case detail::quiesce_op::fix_child: {
       const std::uint32_t mine = detail::this_thread().holds.holds_of(&m);
       if (m.taken_for_fork_ == writer_waits_on_us) {
@@ -430,10 +423,10 @@ private:
   static constexpr unsigned char left_out = 4;           // a fork whose prepare timed out could not take it
 
   [[no_unique_address]] std::conditional_t<quiesce, detail::quiesce_node, detail::empty_part<0>> node_{};
-  detail::owner_lock writer_;                       // a writer, or a writer waiting for readers to drain
-  std::atomic<std::uint32_t> readers_{0};           // read locks held; writer_waits flag
+  detail::owner_lock writer_;             // a writer, or a writer waiting for readers to drain
+  std::atomic<std::uint32_t> readers_{0}; // read locks held; writer_waits flag
   [[no_unique_address]] std::conditional_t<quiesce, detail::empty_part<1>, std::atomic<std::uint32_t>>
-      generation_{};                                // reset/poison: generation the state describes
+      generation_{}; // reset/poison: generation the state describes
   [[no_unique_address]] std::conditional_t<P == fork_policy::poison, std::atomic<bool>, detail::empty_part<2>>
       poisoned_{};
   [[no_unique_address]] std::conditional_t<quiesce, unsigned char, detail::empty_part<3>> taken_for_fork_{};

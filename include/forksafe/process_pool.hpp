@@ -66,7 +66,6 @@ struct pool_options {
   std::chrono::nanoseconds shutdown_deadline = std::chrono::seconds(5);
 };
 
-
 /// What can be submitted: `f(args...)` is invocable; `f` is a function
 /// pointer or a trivially_serializable object (a captureless lambda, or one
 /// whose captures are plain values); every argument is trivially_serializable;
@@ -76,11 +75,12 @@ struct pool_options {
 /// worker was forked. Capture values. The worker calls its copy of `f` with
 /// lvalues of its copies of the arguments. Checked at compile time only.
 template <class F, class... Args>
-concept pool_task = std::invocable<std::decay_t<F>&, std::decay_t<Args>&...> &&
-                    (std::is_pointer_v<std::decay_t<F>> ? std::is_function_v<std::remove_pointer_t<std::decay_t<F>>>
-                                                        : trivially_serializable<std::decay_t<F>>) &&
-                    (trivially_serializable<std::decay_t<Args>> && ...) &&
-                    trivially_serializable<detail::transported_t<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>>>;
+concept pool_task = std::invocable < std::decay_t<F>
+&, std::decay_t<Args>&... >
+           &&(std::is_pointer_v<std::decay_t<F>>
+                  ? std::is_function_v<std::remove_pointer_t<std::decay_t<F>>>
+                  : trivially_serializable<std::decay_t<F>>)&&(trivially_serializable<std::decay_t<Args>>&&...) &&
+       trivially_serializable<detail::transported_t<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>>>;
 
 /// A pool of pre-forked worker processes.
 ///
@@ -154,9 +154,9 @@ public:
   /// result above 1 KiB cannot be made (memfd_create, ftruncate, mmap),
   /// std::bad_alloc.
   template <class F, class... Args>
-    requires pool_task<F, Args...>
-  [[nodiscard]] process_result<detail::call_result_t<std::decay_t<F>&, std::decay_t<Args>&...>>
-  submit(F&& f, Args&&... args) {
+  requires pool_task<F, Args...>
+  [[nodiscard]] process_result<detail::call_result_t<std::decay_t<F>&, std::decay_t<Args>&...>> submit(F&& f,
+                                                                                                       Args&&... args) {
     using R = detail::call_result_t<std::decay_t<F>&, std::decay_t<Args>&...>;
     using payload = detail::pool_payload<std::decay_t<F>, std::decay_t<Args>...>;
     static_assert(sizeof(payload) <= detail::pool_request_capacity,

@@ -21,16 +21,16 @@
 #include "detail/result_source.hpp"
 #include "trivially_serializable.hpp"
 
-#include <chrono>       // timeouts and deadlines
-#include <csignal>      // SIGKILL
-#include <cstddef>      // std::size_t
-#include <cstring>      // std::memcpy
-#include <future>       // std::future_status, std::future_error
-#include <memory>       // std::shared_ptr: the source
-#include <new>          // std::launder
-#include <optional>     // the error
-#include <type_traits>  // the storage
-#include <utility>      // std::exchange, std::move
+#include <chrono>      // timeouts and deadlines
+#include <csignal>     // SIGKILL
+#include <cstddef>     // std::size_t
+#include <cstring>     // std::memcpy
+#include <future>      // std::future_status, std::future_error
+#include <memory>      // std::shared_ptr: the source
+#include <new>         // std::launder
+#include <optional>    // the error
+#include <type_traits> // the storage
+#include <utility>     // std::exchange, std::move
 
 #include <sys/types.h> // pid_t
 

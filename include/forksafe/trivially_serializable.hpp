@@ -70,7 +70,7 @@ inline constexpr bool enable_trivially_serializable = detail::serializable_by_de
 /// constructible and trivially destructible. Checked at compile time only.
 template <class T>
 concept trivially_serializable = std::is_object_v<T> && enable_trivially_serializable<std::remove_cv_t<T>> &&
-                                 std::is_copy_constructible_v<T> && std::is_trivially_destructible_v<T>;
+    std::is_copy_constructible_v<T> && std::is_trivially_destructible_v<T>;
 
 template <>
 inline constexpr bool enable_trivially_serializable<pthread_mutex_t> = false;
@@ -86,8 +86,8 @@ namespace detail {
 template <class T>
 struct serializable_by_default
     : std::bool_constant<std::is_trivially_copyable_v<T> && std::is_copy_constructible_v<T> &&
-                         std::is_trivially_destructible_v<T> && !std::is_pointer_v<T> &&
-                         !std::is_member_pointer_v<T> && !std::is_array_v<T>> {};
+                         std::is_trivially_destructible_v<T> && !std::is_pointer_v<T> && !std::is_member_pointer_v<T> &&
+                         !std::is_array_v<T>> {};
 
 // Views: trivially copyable, but their bytes are an address in the child.
 template <class C, class Traits>
@@ -104,15 +104,13 @@ template <class A, class B>
 struct serializable_by_default<std::pair<A, B>>
     : std::bool_constant<trivially_serializable<A> && trivially_serializable<B>> {};
 template <class... Ts>
-struct serializable_by_default<std::tuple<Ts...>>
-    : std::bool_constant<(trivially_serializable<Ts> && ...)> {};
+struct serializable_by_default<std::tuple<Ts...>> : std::bool_constant<(trivially_serializable<Ts> && ...)> {};
 template <class U, std::size_t N>
 struct serializable_by_default<std::array<U, N>> : std::bool_constant<trivially_serializable<U>> {};
 template <class U>
 struct serializable_by_default<std::optional<U>> : std::bool_constant<trivially_serializable<U>> {};
 template <class... Ts>
-struct serializable_by_default<std::variant<Ts...>>
-    : std::bool_constant<(trivially_serializable<Ts> && ...)> {};
+struct serializable_by_default<std::variant<Ts...>> : std::bool_constant<(trivially_serializable<Ts> && ...)> {};
 
 // What fork_call transports for a call returning R: void travels as an empty
 // frame, so the constraint can name trivially_serializable directly and the
@@ -125,7 +123,6 @@ template <class F, class... Args>
 using call_result_t = std::remove_cv_t<std::invoke_result_t<F, Args...>>;
 
 } // namespace detail
-
 
 } // namespace forksafe
 

@@ -11,8 +11,8 @@
 #define ATFORK2MOD_EXPORT extern "C" __attribute__((visibility("default")))
 
 namespace {
-int* val = nullptr;                     // the executable's, once bound
-void (*note)(const char*) = nullptr;    // the executable's log, once bound
+int* val = nullptr;                  // the executable's, once bound
+void (*note)(const char*) = nullptr; // the executable's log, once bound
 int refusals = 0;
 
 // tst-atfork2mod's arithmetic: prepare ++val, parent val *= 4, child val *= 8.

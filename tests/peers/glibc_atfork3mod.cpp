@@ -29,6 +29,6 @@ ATFORK3MOD_EXPORT void atfork3mod_register(void (*log)(const char*)) {
   // libstdc++'s (_Sp_make_shared_tag::_S_ti()::__tag), and an object with one
   // can never be unloaded.
   const std::shared_ptr<farewell> bye(new farewell);
-  handle = forksafe::atfork_registry::instance().add([bye] { note("mp "); }, [bye] { note("mP "); },
-                                                     [bye] { note("mc "); });
+  handle =
+      forksafe::atfork_registry::instance().add([bye] { note("mp "); }, [bye] { note("mP "); }, [bye] { note("mc "); });
 }

@@ -14,6 +14,5 @@ forksafe::atfork_handle handle;
 } // namespace
 
 ATFORK4MOD_EXPORT void atfork4mod_register() {
-  handle = forksafe::atfork_registry::instance().add([] { std::abort(); }, [] { std::abort(); },
-                                                     [] { std::abort(); });
+  handle = forksafe::atfork_registry::instance().add([] { std::abort(); }, [] { std::abort(); }, [] { std::abort(); });
 }

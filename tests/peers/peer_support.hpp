@@ -32,17 +32,17 @@
 #include "../support/expect_error.hpp"
 #include "../support/fork_harness.hpp"
 
-#include <cerrno>     // EINTR
-#include <chrono>     // deadlines
-#include <csignal>    // SIGABRT
-#include <cstdarg>    // va_list: notes
-#include <cstddef>    // std::size_t
-#include <cstdio>     // std::vsnprintf
-#include <functional> // lock_held_registry's handlers
-#include <mutex>      // lock_held_registry's lock
-#include <string>     // notes, logs
+#include <cerrno>       // EINTR
+#include <chrono>       // deadlines
+#include <csignal>      // SIGABRT
+#include <cstdarg>      // va_list: notes
+#include <cstddef>      // std::size_t
+#include <cstdio>       // std::vsnprintf
+#include <functional>   // lock_held_registry's handlers
+#include <mutex>        // lock_held_registry's lock
+#include <string>       // notes, logs
 #include <system_error> // the notes pipe could not be made
-#include <vector>     // lock_held_registry's entries
+#include <vector>       // lock_held_registry's entries
 
 #include <fcntl.h>   // O_NONBLOCK
 #include <pthread.h> // pthread_atfork
@@ -222,10 +222,10 @@ private:
 } // namespace peers
 
 /// The sandbox exited 0; otherwise the failure says how it ended and what it noted.
-#define CHECK_SCENARIO_OK(s)                                                              \
-  do {                                                                                    \
-    INFO("sandbox ", (s).outcome.describe(), "; it noted: ", (s).notes);                  \
-    CHECK((s).outcome.exited_with(0));                                                    \
+#define CHECK_SCENARIO_OK(s)                                                                                           \
+  do {                                                                                                                 \
+    INFO("sandbox ", (s).outcome.describe(), "; it noted: ", (s).notes);                                               \
+    CHECK((s).outcome.exited_with(0));                                                                                 \
   } while (false)
 
 #endif // FORKSAFE_TESTS_PEERS_PEER_SUPPORT_HPP

@@ -34,13 +34,13 @@
 #include <thread>    // threads that hold locks or fork
 #include <vector>    // threads, handles
 
-#include <dirent.h>     // /proc/self/task
-#include <fcntl.h>      // O_NONBLOCK, open
-#include <poll.h>       // a task announces it runs
-#include <pthread.h>    // the error-checking mutex of the negative control
-#include <sys/prctl.h>  // PR_SET_PDEATHSIG: the naive pool's workers
-#include <sys/wait.h>   // waitpid
-#include <unistd.h>     // _exit, getpid, pipe
+#include <dirent.h>    // /proc/self/task
+#include <fcntl.h>     // O_NONBLOCK, open
+#include <poll.h>      // a task announces it runs
+#include <pthread.h>   // the error-checking mutex of the negative control
+#include <sys/prctl.h> // PR_SET_PDEATHSIG: the naive pool's workers
+#include <sys/wait.h>  // waitpid
+#include <unistd.h>    // _exit, getpid, pipe
 
 using namespace std::chrono_literals;
 using forksafe::atfork_registry;
@@ -101,14 +101,17 @@ int threads_in_this_process() {
 // Python rejects non-callables with TypeError at run time; here they do not
 // compile. Python also rejects None; forksafe takes nullptr as "no handler".
 template <class Prepare, class Parent, class Child>
-concept registrable = requires(Prepare p, Parent pa, Child c) { atfork_registry::instance().add(p, pa, c); };
+concept registrable = requires(Prepare p, Parent pa, Child c) {
+  atfork_registry::instance().add(p, pa, c);
+};
 static_assert(!registrable<int, std::nullptr_t, std::nullptr_t>, "before=2");
 static_assert(!registrable<std::nullptr_t, std::nullptr_t, const char*>, "after_in_child='three'");
 static_assert(!registrable<std::nullptr_t, const char*, std::nullptr_t>, "after_in_parent=b'Five'");
 static_assert(!registrable<int (*)(), std::nullptr_t, std::nullptr_t>, "a prepare returns void or bool");
 static_assert(registrable<std::nullptr_t, std::nullptr_t, std::nullptr_t>, "None: no handler, accepted");
 
-TEST_CASE("CPython test_posix test_register_at_fork: before hooks newest first; after-in-parent and after-in-child in registration order") {
+TEST_CASE("CPython test_posix test_register_at_fork: before hooks newest first; after-in-parent and after-in-child in "
+          "registration order") {
   test_pipe p(O_NONBLOCK);
   const int w = p.write_end();
   auto put = [w](const char* byte) { return [w, byte] { (void)!::write(w, byte, 1); }; };
@@ -132,7 +135,8 @@ TEST_CASE("CPython test_posix test_register_at_fork: before hooks newest first; 
 // Issue #13817: a fork deadlocked on the lock of the ad-hoc TLS, held by
 // another thread. Here a thread keeps taking the table's lock while 16
 // threads fork; each child takes it too, then exits 50.
-TEST_CASE("CPython test_threading test_reinit_tls_after_fork: 16 threads fork while another keeps a table's lock busy; every child takes it and exits 50") {
+TEST_CASE("CPython test_threading test_reinit_tls_after_fork: 16 threads fork while another keeps a table's lock busy; "
+          "every child takes it and exits 50") {
   forksafe::fork_safe_mutex table_lock;
   int table[16] = {};
   std::atomic<bool> stop{false};
@@ -163,7 +167,8 @@ TEST_CASE("CPython test_threading test_reinit_tls_after_fork: 16 threads fork wh
   CHECK(right == 16);
 }
 
-TEST_CASE("CPython test_threading test_reinit_tls_after_fork, negative control: a plain mutex another thread holds at the fork hangs the child") {
+TEST_CASE("CPython test_threading test_reinit_tls_after_fork, negative control: a plain mutex another thread holds at "
+          "the fork hangs the child") {
   std::mutex table_lock;
   std::atomic<bool> held{false}, forked{false};
   std::thread holder([&] {
@@ -183,7 +188,8 @@ TEST_CASE("CPython test_threading test_reinit_tls_after_fork, negative control: 
   CHECK(err->timed_out());
 }
 
-TEST_CASE("CPython test_threading test_clear_threads_states_after_fork: a child of a process with 16 more threads has one thread") {
+TEST_CASE("CPython test_threading test_clear_threads_states_after_fork: a child of a process with 16 more threads has "
+          "one thread") {
   std::atomic<bool> release{false};
   std::vector<std::thread> threads;
   for (int i = 0; i < 16; ++i) {
@@ -199,16 +205,17 @@ TEST_CASE("CPython test_threading test_clear_threads_states_after_fork: a child 
 
 namespace {
 struct orphaned_locks {
-  bool poisoned;      // poison: the child knows the holder did not survive
-  bool poison_threw;  // and try_lock() says so
-  bool reset_free;    // reset: the lock is free for the child
+  bool poisoned;     // poison: the child knows the holder did not survive
+  bool poison_threw; // and try_lock() says so
+  bool reset_free;   // reset: the lock is free for the child
 };
 } // namespace
 
 // Python: is_alive() must be False in the child for a thread that did not
 // survive the fork (#18418). forksafe keeps no thread objects; what it knows
 // of a vanished thread is the lock it held.
-TEST_CASE("CPython test_threading test_is_alive_after_fork: in the child, a lock held by a thread that did not survive the fork is known as such, 20 times") {
+TEST_CASE("CPython test_threading test_is_alive_after_fork: in the child, a lock held by a thread that did not survive "
+          "the fork is known as such, 20 times") {
   forksafe::basic_fork_safe_mutex<fork_policy::poison> p;
   forksafe::basic_fork_safe_mutex<fork_policy::reset> r;
   int right = 0;
@@ -224,16 +231,16 @@ TEST_CASE("CPython test_threading test_is_alive_after_fork: in the child, a lock
     });
     while (!held) std::this_thread::yield();
     const orphaned_locks seen = fork_call([&] {
-      orphaned_locks s{};
-      s.poisoned = p.poisoned();
-      try {
-        (void)p.try_lock();
-      } catch (const forksafe::fork_poisoned&) {
-        s.poison_threw = true;
-      }
-      s.reset_free = r.try_lock();
-      return s;
-    }).get();
+                                  orphaned_locks s{};
+                                  s.poisoned = p.poisoned();
+                                  try {
+                                    (void)p.try_lock();
+                                  } catch (const forksafe::fork_poisoned&) {
+                                    s.poison_threw = true;
+                                  }
+                                  s.reset_free = r.try_lock();
+                                  return s;
+                                }).get();
     go = true;
     t.join();
     right += seen.poisoned && seen.poison_threw && seen.reset_free ? 1 : 0;
@@ -257,15 +264,15 @@ own_locks fork_holding_own_locks() {
   r.lock();
   p.lock();
   const own_locks seen = fork_call([&] {
-    own_locks s{};
-    s.not_poisoned = !p.poisoned();
-    q.unlock();
-    r.unlock();
-    p.unlock();
-    s.unlocked_all = true;
-    s.free_after = q.try_lock() && r.try_lock() && p.try_lock();
-    return s;
-  }).get();
+                           own_locks s{};
+                           s.not_poisoned = !p.poisoned();
+                           q.unlock();
+                           r.unlock();
+                           p.unlock();
+                           s.unlocked_all = true;
+                           s.free_after = q.try_lock() && r.try_lock() && p.try_lock();
+                           return s;
+                         }).get();
   p.unlock();
   r.unlock();
   q.unlock();
@@ -275,7 +282,8 @@ own_locks fork_holding_own_locks() {
 
 // Python: in the child, the forking thread is the main thread. Here: it keeps
 // its identity, so the locks it held are its own there, whichever thread it was.
-TEST_CASE("CPython test_threading test_main_thread_after_fork and _from_nonmain_thread: the forking thread owns its locks in the child") {
+TEST_CASE("CPython test_threading test_main_thread_after_fork and _from_nonmain_thread: the forking thread owns its "
+          "locks in the child") {
   const own_locks from_main = fork_holding_own_locks();
   CHECK(from_main.unlocked_all);
   CHECK(from_main.free_after);
@@ -316,7 +324,8 @@ struct forks_when_destroyed {
 // Python forks from an atexit handler after threading._shutdown() and the
 // child works; it refuses at interpreter finalization ("can't fork at
 // interpreter shutdown"). forksafe refuses neither.
-TEST_CASE("CPython test_threading test_fork_at_exit: a fork from an atexit handler runs the registry and delivers its value") {
+TEST_CASE("CPython test_threading test_fork_at_exit: a fork from an atexit handler runs the registry and delivers its "
+          "value") {
   const auto s = run_scenario([](const notes& out) {
     exit_notes = &out;
     exit_counter = atfork_registry::instance().add([] { exit_prepares.fetch_add(1); }, nullptr, nullptr);
@@ -326,7 +335,8 @@ TEST_CASE("CPython test_threading test_fork_at_exit: a fork from an atexit handl
   CHECK_SCENARIO_OK(s);
 }
 
-TEST_CASE("CPython test_os test_fork_at_finalization: a fork from a static destructor during exit still works (Python refuses)") {
+TEST_CASE("CPython test_os test_fork_at_finalization: a fork from a static destructor during exit still works (Python "
+          "refuses)") {
   const auto s = run_scenario([](const notes& out) {
     exit_notes = &out;
     exit_counter = atfork_registry::instance().add([] { exit_prepares.fetch_add(1); }, nullptr, nullptr);
@@ -357,13 +367,13 @@ TEST_CASE("CPython test_fork1 test_wait: threads that keep counting in the paren
     while (c.load() == 0) std::this_thread::yield(); // every thread alive
   }
   const int moved = fork_call([&] {
-    long before[4];
-    for (int i = 0; i < 4; ++i) before[i] = counters[i].load();
-    std::this_thread::sleep_for(50ms);
-    int n = 0;
-    for (int i = 0; i < 4; ++i) n += counters[i].load() != before[i] ? 1 : 0;
-    return n;
-  }).get();
+                      long before[4];
+                      for (int i = 0; i < 4; ++i) before[i] = counters[i].load();
+                      std::this_thread::sleep_for(50ms);
+                      int n = 0;
+                      for (int i = 0; i < 4; ++i) n += counters[i].load() != before[i] ? 1 : 0;
+                      return n;
+                    }).get();
   stop = true;
   for (auto& t : threads) t.join();
   CHECK(moved == 0);
@@ -396,19 +406,21 @@ struct importer {
 
 // PyOS_BeforeFork takes the import lock, so the fork waits for the import.
 // A quiesce lock does the same: the child never sees the module half-built.
-TEST_CASE("CPython test_fork1 test_threaded_import_lock_fork: a fork waits for a thread inside a quiesce critical section; the child never sees its half-done work") {
+TEST_CASE("CPython test_fork1 test_threaded_import_lock_fork: a fork waits for a thread inside a quiesce critical "
+          "section; the child never sees its half-done work") {
   importer<forksafe::fork_safe_mutex> imp;
   std::thread t = imp.start(10ms);
   while (!imp.started) std::this_thread::yield();
   const module_state seen = fork_call({.timeout = scaled(20s)}, [&] {
-    std::lock_guard g(imp.import_lock);
-    return imp.state;
-  }).get();
+                              std::lock_guard g(imp.import_lock);
+                              return imp.state;
+                            }).get();
   t.join();
   CHECK(seen == complete);
 }
 
-TEST_CASE("CPython test_fork1 test_threaded_import_lock_fork, negative control: with a plain mutex held at the fork the child hangs on it") {
+TEST_CASE("CPython test_fork1 test_threaded_import_lock_fork, negative control: with a plain mutex held at the fork "
+          "the child hangs on it") {
   importer<std::mutex> imp;
   std::thread t = imp.start(std::chrono::hours(1)); // holds until told: the fork surely happens meanwhile
   while (!imp.started) std::this_thread::yield();
@@ -426,7 +438,8 @@ TEST_CASE("CPython test_fork1 test_threaded_import_lock_fork, negative control: 
 // CPython bpo-9573: releasing the import lock, held 0 to 4 levels deep by the
 // forking thread, raised RuntimeError in the child. Here: 0 to 4 locks of
 // every policy, held by the forking thread, unlock normally in the child.
-TEST_CASE("CPython test_fork1 test_nested_import_lock_fork: locks the forking thread holds, 0 to 4 of them, unlock normally in the child") {
+TEST_CASE("CPython test_fork1 test_nested_import_lock_fork: locks the forking thread holds, 0 to 4 of them, unlock "
+          "normally in the child") {
   forksafe::fork_safe_mutex q0, q1;
   forksafe::basic_fork_safe_mutex<fork_policy::reset> r;
   forksafe::basic_fork_safe_mutex<fork_policy::poison> p;
@@ -446,20 +459,21 @@ TEST_CASE("CPython test_fork1 test_nested_import_lock_fork: locks the forking th
   for (int level = 0; level <= 4; ++level) {
     lock_level(level, true);
     const int code = fork_call([&] {
-      try {
-        lock_level(level, false);
-        const bool all_free = q0.try_lock() && r.try_lock() && p.try_lock() && q1.try_lock();
-        return all_free ? 42 : 1;
-      } catch (const forksafe::fork_poisoned&) {
-        return 2;
-      }
-    }).get();
+                       try {
+                         lock_level(level, false);
+                         const bool all_free = q0.try_lock() && r.try_lock() && p.try_lock() && q1.try_lock();
+                         return all_free ? 42 : 1;
+                       } catch (const forksafe::fork_poisoned&) {
+                         return 2;
+                       }
+                     }).get();
     lock_level(level, false);
     CHECK_MESSAGE(code == 42, "level ", level);
   }
 }
 
-TEST_CASE("CPython test_fork1 test_nested_import_lock_fork, negative control: an error-checking pthread mutex held by the forking thread refuses unlock in the child (EPERM)") {
+TEST_CASE("CPython test_fork1 test_nested_import_lock_fork, negative control: an error-checking pthread mutex held by "
+          "the forking thread refuses unlock in the child (EPERM)") {
   pthread_mutexattr_t attr;
   ::pthread_mutexattr_init(&attr);
   ::pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
@@ -512,7 +526,8 @@ int child_logs_after_fork(logging_locks<Mutex>& locks, std::chrono::milliseconds
     while (!fork_happened && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(100us);
   });
   while (!ready) std::this_thread::yield();
-  auto r = fork_call({.timeout = child_timeout}, [&] { return locks.log("Child process did not deadlock. \\o/") ? 0 : 1; });
+  auto r =
+      fork_call({.timeout = child_timeout}, [&] { return locks.log("Child process did not deadlock. \\o/") ? 0 : 1; });
   fork_happened = true;
   (void)locks.log("Parent process returned from fork. \\o/");
   holder.join();
@@ -524,7 +539,8 @@ int child_logs_after_fork(logging_locks<Mutex>& locks, std::chrono::milliseconds
 
 // CPython re-initialises logging's locks in the child (_at_fork_reinit): the
 // reset policy. The holder keeps its locks until after the fork.
-TEST_CASE("CPython test_logging test_post_fork_child_no_deadlock: a child logs through locks another thread held at the fork (reset)") {
+TEST_CASE("CPython test_logging test_post_fork_child_no_deadlock: a child logs through locks another thread held at "
+          "the fork (reset)") {
   logging_locks<forksafe::basic_fork_safe_mutex<fork_policy::reset>> locks;
   bool timed_out = false;
   CHECK(child_logs_after_fork(locks, std::chrono::hours(1), scaled(20s), timed_out) == 0);
@@ -533,14 +549,16 @@ TEST_CASE("CPython test_logging test_post_fork_child_no_deadlock: a child logs t
 
 // The quiesce policy instead: the fork waits until the holder lets go (it
 // waits for the fork for 200 ms at most, as CPython's holder waits 0.5 s).
-TEST_CASE("CPython test_logging test_post_fork_child_no_deadlock: a child logs through locks another thread held when fork was called (quiesce)") {
+TEST_CASE("CPython test_logging test_post_fork_child_no_deadlock: a child logs through locks another thread held when "
+          "fork was called (quiesce)") {
   logging_locks<forksafe::fork_safe_mutex> locks;
   bool timed_out = false;
   CHECK(child_logs_after_fork(locks, 200ms, scaled(20s), timed_out) == 0);
   CHECK_FALSE(timed_out);
 }
 
-TEST_CASE("CPython test_logging test_post_fork_child_no_deadlock, negative control: with plain mutexes the child deadlocks") {
+TEST_CASE(
+    "CPython test_logging test_post_fork_child_no_deadlock, negative control: with plain mutexes the child deadlocks") {
   logging_locks<std::mutex> locks;
   bool timed_out = false;
   (void)child_logs_after_fork(locks, std::chrono::hours(1), 1500ms, timed_out);
@@ -558,7 +576,8 @@ int twice(int x) { return 2 * x; }
 // and the pool refuses new work. forksafe: only the task that was running
 // in the killed worker fails, with the signal's name; the worker is
 // replaced, the queued and the later tasks run.
-TEST_CASE("CPython test_process_pool test_killed_child: a worker killed mid-task fails that task alone; queued and later tasks complete") {
+TEST_CASE("CPython test_process_pool test_killed_child: a worker killed mid-task fails that task alone; queued and "
+          "later tasks complete") {
   test_pipe started;
   const int started_fd = started.write_end();
   process_pool pool(1); // a worker resets every signal handler: SIGTERM (p.terminate()) ends it
@@ -592,7 +611,8 @@ TEST_CASE("CPython test_process_pool test_traceback: a task's exception arrives 
   CHECK(err->exception_what() == "123");
 }
 
-TEST_CASE("CPython test_process_pool test_traceback_when_child_process_terminates_abruptly: _exit(99) in a task is reported as exit code 99; the pool goes on") {
+TEST_CASE("CPython test_process_pool test_traceback_when_child_process_terminates_abruptly: _exit(99) in a task is "
+          "reported as exit code 99; the pool goes on") {
   process_pool pool(1);
   auto r = pool.submit([]() -> int { ::_exit(99); });
   const auto err = error_of(r);
@@ -605,7 +625,8 @@ TEST_CASE("CPython test_process_pool test_traceback_when_child_process_terminate
 
 // Python refuses max_tasks_per_child with the fork start method
 // (ValueError); forksafe's workers are forks and honour it.
-TEST_CASE("CPython test_process_pool test_max_tasks_per_child: with a limit of 3 a worker runs three tasks, then a fresh one takes over") {
+TEST_CASE("CPython test_process_pool test_max_tasks_per_child: with a limit of 3 a worker runs three tasks, then a "
+          "fresh one takes over") {
   process_pool pool(1, {.max_tasks_per_worker = 3});
   const pid_t original = pool.submit([] { return ::getpid(); }).get();
   CHECK(pool.submit([] { return ::getpid(); }).get() == original);
@@ -615,19 +636,22 @@ TEST_CASE("CPython test_process_pool test_max_tasks_per_child: with a limit of 3
   CHECK(pool.size() == 1);
 }
 
-TEST_CASE("CPython test_process_pool test_max_tasks_per_child_pending_tasks_gh115634: workers retiring at their limit with a backlog queued: every task runs") {
+TEST_CASE("CPython test_process_pool test_max_tasks_per_child_pending_tasks_gh115634: workers retiring at their limit "
+          "with a backlog queued: every task runs") {
   const auto s = run_scenario([](const notes& out) {
     int failures = 0;
     struct shape {
       int workers, max_tasks, tasks;
     };
     for (const shape c : {shape{1, 2, 6}, shape{2, 2, 8}}) {
-      process_pool pool(static_cast<std::size_t>(c.workers), {.max_tasks_per_worker = static_cast<std::size_t>(c.max_tasks)});
+      process_pool pool(static_cast<std::size_t>(c.workers),
+                        {.max_tasks_per_worker = static_cast<std::size_t>(c.max_tasks)});
       std::vector<forksafe::process_result<int>> results;
       for (int i = 0; i < c.tasks; ++i) results.push_back(pool.submit(mul, i, 2));
       for (int i = 0; i < c.tasks; ++i) {
         const int v = results[static_cast<std::size_t>(i)].get();
-        if (v != i * 2) out.add("%d workers, limit %d: task %d gave %d (%d)\n", c.workers, c.max_tasks, i, v, i * 2), ++failures;
+        if (v != i * 2)
+          out.add("%d workers, limit %d: task %d gave %d (%d)\n", c.workers, c.max_tasks, i, v, i * 2), ++failures;
       }
     }
     return failures;
@@ -662,19 +686,22 @@ int naive_pool_run(int workers, int max_tasks, int tasks, int crash_task) {
   for (int t = 0; t < tasks; ++t) (void)!::write(task_pipe[1], &t, sizeof t);
   for (int t = 0; t < tasks; ++t) {
     int answer = 0;
-    if (::read(answer_pipe[0], &answer, sizeof answer) != sizeof answer) return 3; // the caller keeps a write end: never EOF
+    if (::read(answer_pipe[0], &answer, sizeof answer) != sizeof answer)
+      return 3; // the caller keeps a write end: never EOF
   }
   return 0;
 }
 } // namespace
 
-TEST_CASE("CPython test_process_pool test_max_tasks_per_child_pending_tasks_gh115634, negative control: a pool that does not replace retiring workers leaves the backlog waiting for ever") {
+TEST_CASE("CPython test_process_pool test_max_tasks_per_child_pending_tasks_gh115634, negative control: a pool that "
+          "does not replace retiring workers leaves the backlog waiting for ever") {
   const auto s = run_hanging_scenario([](const notes&) { return naive_pool_run(1, 2, 6, -1); }, 1500ms);
   INFO("sandbox ", s.outcome.describe());
   CHECK(hang_caught(s.outcome));
 }
 
-TEST_CASE("CPython test_process_pool test_max_tasks_early_shutdown: shutdown right after submitting, one task per worker: every result arrives") {
+TEST_CASE("CPython test_process_pool test_max_tasks_early_shutdown: shutdown right after submitting, one task per "
+          "worker: every result arrives") {
   const auto s = run_scenario([](const notes& out) {
     std::vector<forksafe::process_result<int>> results;
     {
@@ -696,7 +723,8 @@ TEST_CASE("CPython test_process_pool test_max_tasks_early_shutdown: shutdown rig
   CHECK_SCENARIO_OK(s);
 }
 
-TEST_CASE("CPython test_process_pool test_shutdown_no_wait_max_tasks_gh119592: shutdown begun while the only worker runs its last allowed task: the queued tasks still run") {
+TEST_CASE("CPython test_process_pool test_shutdown_no_wait_max_tasks_gh119592: shutdown begun while the only worker "
+          "runs its last allowed task: the queued tasks still run") {
   const auto s = run_scenario([](const notes& out) {
     int gate[2];
     if (::pipe(gate) != 0) return 2;
@@ -733,7 +761,8 @@ TEST_CASE("CPython test_process_pool test_shutdown_no_wait_max_tasks_gh119592: s
 // ---- test_concurrent_futures/test_shutdown ---------------------------------------
 
 // Python: 50 tasks sleeping 0.1 s; here 20 tasks sleeping 10 ms on 2 workers.
-TEST_CASE("CPython test_shutdown test_hang_issue12364: shutdown with running and queued tasks waits for all of them; none hangs") {
+TEST_CASE("CPython test_shutdown test_hang_issue12364: shutdown with running and queued tasks waits for all of them; "
+          "none hangs") {
   const auto s = run_scenario([](const notes& out) {
     std::vector<forksafe::process_result<int>> results;
     process_pool pool(2, {.shutdown_deadline = scaled(30s)});
@@ -760,7 +789,8 @@ TEST_CASE("CPython test_shutdown test_hang_issue12364: shutdown with running and
 // lets the running ones finish. forksafe's shutdown always lets both finish,
 // within its deadline; past it, the task still running is killed
 // (timed_out) and those still queued are cancelled.
-TEST_CASE("CPython test_shutdown test_cancel_futures: a shutdown past its deadline kills the running task and cancels the queued ones") {
+TEST_CASE("CPython test_shutdown test_cancel_futures: a shutdown past its deadline kills the running task and cancels "
+          "the queued ones") {
   process_pool pool(1, {.shutdown_deadline = 100ms});
   auto running = pool.submit([] {
     for (;;) ::pause();
@@ -782,14 +812,16 @@ TEST_CASE("CPython test_shutdown test_cancel_futures: a shutdown past its deadli
   CHECK(cancelled == 5);
 }
 
-TEST_CASE("CPython test_shutdown test_run_after_shutdown and test_submit_after_interpreter_shutdown: submitting after shutdown throws std::logic_error") {
+TEST_CASE("CPython test_shutdown test_run_after_shutdown and test_submit_after_interpreter_shutdown: submitting after "
+          "shutdown throws std::logic_error") {
   process_pool pool(1);
   CHECK(pool.submit(mul, 2, 5).get() == 10);
   pool.shutdown();
   CHECK_THROWS_AS((void)pool.submit(mul, 2, 5), std::logic_error);
 }
 
-TEST_CASE("CPython test_shutdown test_hang_gh94440: a task whose handle was dropped just before shutdown does not hang it") {
+TEST_CASE(
+    "CPython test_shutdown test_hang_gh94440: a task whose handle was dropped just before shutdown does not hang it") {
   const auto s = run_scenario([](const notes&) {
     process_pool pool(1, {.shutdown_deadline = scaled(30s)});
     if (pool.submit(twice, 1).get() != 2) return 1;
@@ -800,7 +832,8 @@ TEST_CASE("CPython test_shutdown test_hang_gh94440: a task whose handle was drop
   CHECK_SCENARIO_OK(s);
 }
 
-TEST_CASE("CPython test_shutdown test_interpreter_shutdown: destroying the pool lets a queued task, whose handle is gone, run to the end") {
+TEST_CASE("CPython test_shutdown test_interpreter_shutdown: destroying the pool lets a queued task, whose handle is "
+          "gone, run to the end") {
   test_pipe p(O_NONBLOCK);
   const int w = p.write_end();
   {
@@ -813,7 +846,8 @@ TEST_CASE("CPython test_shutdown test_interpreter_shutdown: destroying the pool 
   CHECK(p.drain() == "apple");
 }
 
-TEST_CASE("CPython test_shutdown test_processes_terminate and test_del_shutdown: after shutdown every worker is gone and reaped") {
+TEST_CASE("CPython test_shutdown test_processes_terminate and test_del_shutdown: after shutdown every worker is gone "
+          "and reaped") {
   test_pipe gate;
   const int wait_fd = gate.read_end();
   std::vector<pid_t> workers;
@@ -821,11 +855,10 @@ TEST_CASE("CPython test_shutdown test_processes_terminate and test_del_shutdown:
     process_pool pool(3);
     std::vector<forksafe::process_result<int>> busy;
     for (int i = 0; i < 3; ++i) {
-      busy.push_back(pool.submit(
-          [wait_fd] {
-            wait_for_byte(wait_fd);
-            return 0;
-          }));
+      busy.push_back(pool.submit([wait_fd] {
+        wait_for_byte(wait_fd);
+        return 0;
+      }));
     }
     for (auto& b : busy) {
       while (b.pid() < 0) std::this_thread::sleep_for(1ms);
@@ -842,7 +875,8 @@ TEST_CASE("CPython test_shutdown test_processes_terminate and test_del_shutdown:
 
 // Python: max_tasks_per_child=1, a task ending abnormally between two good
 // ones, shutdown(wait=False): once an exception, once a hang (2 and 4 workers).
-TEST_CASE("CPython test_shutdown test_shutdown_gh_132969: one task per worker, a failing task between two good ones: values and error arrive, shutdown returns") {
+TEST_CASE("CPython test_shutdown test_shutdown_gh_132969: one task per worker, a failing task between two good ones: "
+          "values and error arrive, shutdown returns") {
   const auto s = run_scenario([](const notes& out) {
     int failures = 0;
     for (std::size_t workers : {2U, 4U}) {
@@ -856,7 +890,8 @@ TEST_CASE("CPython test_shutdown test_shutdown_gh_132969: one task per worker, a
       auto f3 = pool.submit(good, 3);
       const auto e2 = error_of(f2);
       if (f1.get() != 1) out.add("%zu workers: f1\n", workers), ++failures;
-      if (!e2 || !e2->threw() || e2->exception_what() != "failing task") out.add("%zu workers: f2\n", workers), ++failures;
+      if (!e2 || !e2->threw() || e2->exception_what() != "failing task")
+        out.add("%zu workers: f2\n", workers), ++failures;
       if (f3.get() != 3) out.add("%zu workers: f3\n", workers), ++failures;
       pool.shutdown();
     }
@@ -870,14 +905,16 @@ TEST_CASE("CPython test_shutdown test_shutdown_gh_132969: one task per worker, a
 // Python checks that each failure reaches result() within a timeout instead
 // of deadlocking the executor: a crash (BrokenProcessPool), sys.exit
 // (SystemExit), an exception (RuntimeError). Each on a fresh pool of 2.
-TEST_CASE("CPython test_deadlock test_crash_during_func_exec_on_worker, test_exit_during_func_exec_on_worker, test_error_during_func_exec_on_worker: each failure reaches its caller") {
+TEST_CASE("CPython test_deadlock test_crash_during_func_exec_on_worker, test_exit_during_func_exec_on_worker, "
+          "test_error_during_func_exec_on_worker: each failure reaches its caller") {
   const auto s = run_scenario([](const notes& out) {
     int failures = 0;
     {
       process_pool pool(2);
       auto r = pool.submit([] { return forksafe_test::load_through_null(); });
       const auto e = error_of(r);
-      if (!e || !e->signaled() || e->signal_name() != "SIGSEGV") out.add("crash: %s\n", e ? e->what() : "no error"), ++failures;
+      if (!e || !e->signaled() || e->signal_name() != "SIGSEGV")
+        out.add("crash: %s\n", e ? e->what() : "no error"), ++failures;
     }
     {
       process_pool pool(2);
@@ -889,14 +926,16 @@ TEST_CASE("CPython test_deadlock test_crash_during_func_exec_on_worker, test_exi
       process_pool pool(2);
       auto r = pool.submit([]() -> int { throw std::runtime_error("error in func"); });
       const auto e = error_of(r);
-      if (!e || !e->threw() || e->exception_type() != "std::runtime_error") out.add("error: %s\n", e ? e->what() : "no error"), ++failures;
+      if (!e || !e->threw() || e->exception_type() != "std::runtime_error")
+        out.add("error: %s\n", e ? e->what() : "no error"), ++failures;
     }
     return failures;
   });
   CHECK_SCENARIO_OK(s);
 }
 
-TEST_CASE("CPython test_deadlock test_crash_during_func_exec_on_worker, negative control: a pool that waits for a crashed worker's answer waits for ever") {
+TEST_CASE("CPython test_deadlock test_crash_during_func_exec_on_worker, negative control: a pool that waits for a "
+          "crashed worker's answer waits for ever") {
   const auto s = run_hanging_scenario([](const notes&) { return naive_pool_run(2, 1000, 4, 0); }, 1500ms);
   INFO("sandbox ", s.outcome.describe());
   CHECK(hang_caught(s.outcome));
@@ -928,7 +967,8 @@ struct big_result {
 
 // The run-time analogue of test_crash_during_result_pickle_on_worker and
 // test_crash_big_data: a worker dies while its large result is half built.
-TEST_CASE("CPython test_deadlock test_crash_during_result_pickle_on_worker and test_crash_big_data: a worker dying while its 1 MiB result is half built delivers nothing torn") {
+TEST_CASE("CPython test_deadlock test_crash_during_result_pickle_on_worker and test_crash_big_data: a worker dying "
+          "while its 1 MiB result is half built delivers nothing torn") {
   const auto s = run_scenario([](const notes& out) {
     int failures = 0;
     process_pool pool(2);
@@ -957,7 +997,8 @@ TEST_CASE("CPython test_deadlock test_crash_during_result_pickle_on_worker and t
   CHECK_SCENARIO_OK(s);
 }
 
-TEST_CASE("CPython test_deadlock test_shutdown_deadlock: a worker that crashes after shutdown began fails its task; shutdown returns") {
+TEST_CASE("CPython test_deadlock test_shutdown_deadlock: a worker that crashes after shutdown began fails its task; "
+          "shutdown returns") {
   const auto s = run_scenario([](const notes& out) {
     forksafe::process_result<int> r;
     {
@@ -978,7 +1019,8 @@ TEST_CASE("CPython test_deadlock test_shutdown_deadlock: a worker that crashes a
   CHECK_SCENARIO_OK(s);
 }
 
-TEST_CASE("CPython test_deadlock test_gh105829_should_not_deadlock_if_wakeup_pipe_full: 100 tasks submitted before any is collected; all right") {
+TEST_CASE("CPython test_deadlock test_gh105829_should_not_deadlock_if_wakeup_pipe_full: 100 tasks submitted before any "
+          "is collected; all right") {
   const auto s = run_scenario([](const notes& out) {
     process_pool pool(2);
     std::vector<forksafe::process_result<int>> results;

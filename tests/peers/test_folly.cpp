@@ -88,7 +88,8 @@ TEST_CASE("folly AtForkListTest remove_nullptr: resetting an empty handle is har
   CHECK(fork_and_read_child_ops().empty());
 }
 
-TEST_CASE("folly AtForkListTest append_key and remove_key: a handle is registered until reset, then its handlers stop") {
+TEST_CASE(
+    "folly AtForkListTest append_key and remove_key: a handle is registered until reset, then its handlers stop") {
   ops.clear();
   const auto before = atfork_registry::instance().size();
   auto h = add_entry(0);
@@ -135,7 +136,8 @@ TEST_CASE("folly AtForkListTest prepare_parent: prepare, then parent, in the par
 
 TEST_CASE("folly AtForkListTest prepare_parent_prepare_empty: without a prepare, only the parent handler runs") {
   ops.clear();
-  auto h = atfork_registry::instance().add(nullptr, [] { ops.push(80); }, [] { ops.push(90); });
+  auto h = atfork_registry::instance().add(
+      nullptr, [] { ops.push(80); }, [] { ops.push(90); });
   (void)fork_and_read_child_ops();
   CHECK(ops.str() == "80 ");
 }
@@ -164,7 +166,8 @@ TEST_CASE("folly AtForkListTest prepare_parent_multi: prepares newest first, par
 // The undo after a refusal calls the parent handlers of the entries already
 // prepared in that pass, newest registration first (83 before 82), then the
 // pass is retried from the newest entry.
-TEST_CASE("folly AtForkListTest prepare_parent_return_false: a refusal undoes the prepared newest first, then retries") {
+TEST_CASE(
+    "folly AtForkListTest prepare_parent_return_false: a refusal undoes the prepared newest first, then retries") {
   ops.clear();
   auto h0 = add_refusing_entry(0);
   auto h1 = add_refusing_entry(1);
@@ -189,7 +192,8 @@ TEST_CASE("folly AtForkListTest prepare_child_multi: prepares newest first, chil
 }
 
 // The child inherits the parent's log of the refused pass and its undo.
-TEST_CASE("folly AtForkListTest prepare_child_return_false: the child sees the undone pass, the retry, then its handlers") {
+TEST_CASE(
+    "folly AtForkListTest prepare_child_return_false: the child sees the undone pass, the retry, then its handlers") {
   ops.clear();
   auto h0 = add_refusing_entry(0);
   auto h1 = add_refusing_entry(1);
@@ -279,7 +283,8 @@ int ordering_scenario(Take take, const notes& out) {
 
 } // namespace
 
-TEST_CASE("folly AtForkTest ordering: try-lock handlers against a thread holding A and wanting B: the fork backs out and completes") {
+TEST_CASE("folly AtForkTest ordering: try-lock handlers against a thread holding A and wanting B: the fork backs out "
+          "and completes") {
   const auto s = run_scenario(
       [](const notes& out) { return ordering_scenario([](std::mutex& m) { return m.try_lock(); }, out); }, 20s);
   CHECK_SCENARIO_OK(s);

@@ -64,9 +64,10 @@ bool still_loaded(const char* path) {
 // ("make the process act as multithreaded"), until destroyed.
 class second_thread {
 public:
-  second_thread() : t_([this] {
-      while (!stop_.load()) std::this_thread::sleep_for(1ms);
-    }) {}
+  second_thread()
+      : t_([this] {
+          while (!stop_.load()) std::this_thread::sleep_for(1ms);
+        }) {}
   ~second_thread() {
     stop_ = true;
     t_.join();
@@ -110,7 +111,8 @@ TEST_CASE("glibc tst-atfork1: the same arithmetic through pthread_atfork gives t
 
 // ---- posix/tst-atfork2 ------------------------------------------------------
 
-TEST_CASE("glibc tst-atfork2: a dlopen'ed plugin's handlers interleave with the program's; after dlclose they are gone") {
+TEST_CASE(
+    "glibc tst-atfork2: a dlopen'ed plugin's handlers interleave with the program's; after dlclose they are gone") {
   const auto s = run_scenario([](const notes& out) {
     int failures = 0;
     val = 0;
@@ -152,7 +154,8 @@ TEST_CASE("glibc tst-atfork2: a dlopen'ed plugin's handlers interleave with the 
 // proof that matters is behaviour: a refusal in the plugin undoes what the
 // program's handler prepared in the same pass (one retry loop), which two
 // registries (two pthread_atfork triples) cannot do.
-TEST_CASE("glibc tst-atfork2, one registry: a plugin of a program that exports nothing shares its registry and its retry loop") {
+TEST_CASE("glibc tst-atfork2, one registry: a plugin of a program that exports nothing shares its registry and its "
+          "retry loop") {
   const auto s = run_scenario([](const notes& out) {
     int failures = 0;
     void* plugin = ::dlopen(ATFORK2MOD_PATH, RTLD_NOW | RTLD_LOCAL);
@@ -168,8 +171,8 @@ TEST_CASE("glibc tst-atfork2, one registry: a plugin of a program that exports n
     }
     glog.clear();
     symbol<void (*)(void (*)(const char*), int)>(plugin, "atfork2mod_add_refusing")(&note_to_log, 1);
-    auto mine = atfork_registry::instance().add([] { glog.add("pX "); }, [] { glog.add("PX "); },
-                                                [] { glog.add("CX "); });
+    auto mine =
+        atfork_registry::instance().add([] { glog.add("pX "); }, [] { glog.add("PX "); }, [] { glog.add("CX "); });
     // Prepare X (newest), then the plugin's R refuses: X is undone, the pass retried.
     const auto child = forksafe_test::run_in_child([&] {
       if (glog.str() == "pX R! PX pX R CR CX ") return 0;
@@ -228,7 +231,8 @@ constexpr atfork3_case atfork3_cases[] = {
 
 } // namespace
 
-TEST_CASE("glibc tst-atfork3: a handler may dlclose a plugin whose entry it already prepared; that entry is finished and gone inside the dlclose") {
+TEST_CASE("glibc tst-atfork3: a handler may dlclose a plugin whose entry it already prepared; that entry is finished "
+          "and gone inside the dlclose") {
   const auto s = run_scenario([](const notes& out) {
     int failures = 0;
     second_thread keep_alive;
@@ -256,20 +260,25 @@ TEST_CASE("glibc tst-atfork3: a handler may dlclose a plugin whose entry it alre
       symbol<void (*)(void (*)(const char*))>(atfork3_plugin, "atfork3mod_register")(&note_to_log);
       const auto child = forksafe_test::run_in_child([&] {
         int bad = 0;
-        if (glog.str() != c.child_log) out.add("phase %d, the child's log: %s(%s)\n", c.where, glog.c_str(), c.child_log), ++bad;
-        if (c.where == in_child && still_loaded(ATFORK3MOD_PATH)) out.add("phase %d: still loaded in the child\n", c.where), ++bad;
+        if (glog.str() != c.child_log)
+          out.add("phase %d, the child's log: %s(%s)\n", c.where, glog.c_str(), c.child_log), ++bad;
+        if (c.where == in_child && still_loaded(ATFORK3MOD_PATH))
+          out.add("phase %d: still loaded in the child\n", c.where), ++bad;
         return bad;
       });
       if (!child.exited_with(0)) out.add("phase %d: the child %s\n", c.where, child.describe().c_str()), ++failures;
-      if (glog.str() != c.parent_log) out.add("phase %d, the parent's log: %s(%s)\n", c.where, glog.c_str(), c.parent_log), ++failures;
-      if (c.where != in_child && still_loaded(ATFORK3MOD_PATH)) out.add("phase %d: still loaded\n", c.where), ++failures;
+      if (glog.str() != c.parent_log)
+        out.add("phase %d, the parent's log: %s(%s)\n", c.where, glog.c_str(), c.parent_log), ++failures;
+      if (c.where != in_child && still_loaded(ATFORK3MOD_PATH))
+        out.add("phase %d: still loaded\n", c.where), ++failures;
     }
     return failures;
   });
   CHECK_SCENARIO_OK(s);
 }
 
-TEST_CASE("glibc tst-atfork3, negative control: with one lock held across the handlers, a handler that removes an entry deadlocks") {
+TEST_CASE("glibc tst-atfork3, negative control: with one lock held across the handlers, a handler that removes an "
+          "entry deadlocks") {
   const auto s = run_hanging_scenario(
       [](const notes&) {
         auto& r = peers::lock_held_registry::instance();
@@ -292,7 +301,8 @@ forksafe::atfork_handle second_handles[4]; // one registered by each prepare
 int seconds = 0;
 } // namespace
 
-TEST_CASE("glibc tst-atfork4: a handler registers another (it joins from the next fork) and dlcloses a plugin before its prepare (never called)") {
+TEST_CASE("glibc tst-atfork4: a handler registers another (it joins from the next fork) and dlcloses a plugin before "
+          "its prepare (never called)") {
   const auto s = run_scenario([](const notes& out) {
     int failures = 0;
     second_thread keep_alive;
@@ -306,9 +316,8 @@ TEST_CASE("glibc tst-atfork4: a handler registers another (it joins from the nex
     auto mine = atfork_registry::instance().add(
         [] {
           if (seconds < 4) {
-            second_handles[seconds++] = atfork_registry::instance().add([] { ++second_runcount; },
-                                                                        [] { ++second_runcount; },
-                                                                        [] { ++second_runcount; });
+            second_handles[seconds++] = atfork_registry::instance().add(
+                [] { ++second_runcount; }, [] { ++second_runcount; }, [] { ++second_runcount; });
           }
           if (atfork4_plugin != nullptr) {
             ::dlclose(atfork4_plugin);
@@ -344,7 +353,8 @@ TEST_CASE("glibc tst-atfork4: a handler registers another (it joins from the nex
   CHECK_SCENARIO_OK(s);
 }
 
-TEST_CASE("glibc tst-atfork4, negative control: with one lock held across the handlers, a handler that registers another deadlocks") {
+TEST_CASE("glibc tst-atfork4, negative control: with one lock held across the handlers, a handler that registers "
+          "another deadlocks") {
   const auto s = run_hanging_scenario(
       [](const notes&) {
         peers::lock_held_registry::instance().add(
@@ -409,7 +419,8 @@ TEST_CASE("glibc tst-fork3: a child forked from a second thread sees its parent 
   CHECK(result == 0);
 }
 
-TEST_CASE("glibc tst-fork4: in the child, the forking thread's pthread_t still names it: pthread_kill(SIGTERM) ends the child") {
+TEST_CASE("glibc tst-fork4: in the child, the forking thread's pthread_t still names it: pthread_kill(SIGTERM) ends "
+          "the child") {
   // A fork_call child keeps the parent's handlers; doctest catches SIGTERM.
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;

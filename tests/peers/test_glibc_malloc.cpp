@@ -24,13 +24,13 @@
 #include <thread>  // tst-mallocfork3's signal senders
 #include <vector>  // threads
 
-#include <pthread.h>              // pthread_atfork, pthread_barrier_t, pthread_kill
-#include <sys/mman.h>             // the barrier shared with the sender processes
-#include <sys/prctl.h>            // PR_SET_PDEATHSIG: senders die with their sandbox
-#include <sys/single_threaded.h>  // __libc_single_threaded
-#include <sys/syscall.h>          // SYS_exit_group
-#include <sys/wait.h>             // waitpid
-#include <unistd.h>               // fork, _Fork, getppid
+#include <pthread.h>             // pthread_atfork, pthread_barrier_t, pthread_kill
+#include <sys/mman.h>            // the barrier shared with the sender processes
+#include <sys/prctl.h>           // PR_SET_PDEATHSIG: senders die with their sandbox
+#include <sys/single_threaded.h> // __libc_single_threaded
+#include <sys/syscall.h>         // SYS_exit_group
+#include <sys/wait.h>            // waitpid
+#include <unistd.h>              // fork, _Fork, getppid
 
 #if FORKSAFE_TEST_TSAN
 // Forking from a signal handler is what these tests are about; TSan's model
@@ -120,7 +120,8 @@ int fork_from_handler_while_holding(Hold hold, Release release, const notes& out
 
 } // namespace
 
-TEST_CASE("glibc tst-mallocfork: a signal handler may fork while the code it interrupted holds a lock the fork quiesces") {
+TEST_CASE(
+    "glibc tst-mallocfork: a signal handler may fork while the code it interrupted holds a lock the fork quiesces") {
   const auto s = run_scenario([](const notes& out) {
     forksafe::fork_safe_mutex m; // quiesce: every fork takes it, except a holder's own
     std::atomic<int> prepares{0};
@@ -132,7 +133,8 @@ TEST_CASE("glibc tst-mallocfork: a signal handler may fork while the code it int
   CHECK_SCENARIO_OK(s);
 }
 
-TEST_CASE("glibc tst-mallocfork, negative control: a prepare handler that blocks on a lock the interrupted code holds deadlocks") {
+TEST_CASE("glibc tst-mallocfork, negative control: a prepare handler that blocks on a lock the interrupted code holds "
+          "deadlocks") {
   const auto s = run_hanging_scenario(
       [](const notes& out) {
         static std::mutex arena; // the role of malloc's arena lock before the fix
@@ -182,7 +184,8 @@ const char* const phase_names[] = {"prepare", "parent", "child"};
 
 } // namespace
 
-TEST_CASE("glibc tst-mallocfork2: a signal handler that forks while fork() runs on the same thread does not deadlock; the nested fork runs no handlers") {
+TEST_CASE("glibc tst-mallocfork2: a signal handler that forks while fork() runs on the same thread does not deadlock; "
+          "the nested fork runs no handlers") {
   const auto s = run_scenario([](const notes& out) {
     int failures = 0;
     forksafe::fork_safe_mutex m; // a live quiesce lock: its registry entry takes part
@@ -203,8 +206,8 @@ TEST_CASE("glibc tst-mallocfork2: a signal handler that forks while fork() runs 
         const bool ok = nested_done == 1 && nested_status == 0 && nested_prepares == 0 && nested_parents == 0;
         if (!ok) {
           out.add("%s: in the child, nested fork done %d, status %d (0), prepares %d parents %d (0 0)\n", name,
-                  static_cast<int>(nested_done), static_cast<int>(nested_status),
-                  nested_prepares.load(), nested_parents.load());
+                  static_cast<int>(nested_done), static_cast<int>(nested_status), nested_prepares.load(),
+                  nested_parents.load());
         }
         ::_exit(ok ? 0 : 1);
       }
@@ -215,8 +218,8 @@ TEST_CASE("glibc tst-mallocfork2: a signal handler that forks while fork() runs 
         const bool ok = nested_done == 1 && nested_status == 0 && nested_prepares == 0 && nested_parents == 0;
         if (!ok) {
           out.add("%s: nested fork done %d, status %d (0), prepares %d parents %d (0 0)\n", name,
-                  static_cast<int>(nested_done), static_cast<int>(nested_status),
-                  nested_prepares.load(), nested_parents.load());
+                  static_cast<int>(nested_done), static_cast<int>(nested_status), nested_prepares.load(),
+                  nested_parents.load());
           ++failures;
         }
       }
@@ -226,7 +229,8 @@ TEST_CASE("glibc tst-mallocfork2: a signal handler that forks while fork() runs 
   CHECK_SCENARIO_OK(s);
 }
 
-TEST_CASE("glibc tst-mallocfork2, negative control: a lock held from prepare to parent deadlocks the handler's nested fork") {
+TEST_CASE(
+    "glibc tst-mallocfork2, negative control: a lock held from prepare to parent deadlocks the handler's nested fork") {
   const auto s = run_hanging_scenario(
       [](const notes&) {
         static std::mutex held; // not recursive, held across the fork
@@ -283,7 +287,8 @@ void count_and_fork(int) {
 // glibc: 5 sender processes, 1009 objects of up to 70,000 bytes, 10,000
 // iterations. Here: 2 senders, 101 objects, 200 iterations (a fork every
 // 7th, as in glibc): the same mix, bounded by counts for a loaded machine.
-TEST_CASE("glibc tst-mallocfork2: signals from other processes landing in fork, free and malloc, each handler forking: no deadlock") {
+TEST_CASE("glibc tst-mallocfork2: signals from other processes landing in fork, free and malloc, each handler forking: "
+          "no deadlock") {
   const auto s = run_scenario([](const notes& out) {
     if (__libc_single_threaded == 0) {
       // glibc's own fork takes malloc's locks in a process that ever had a
@@ -421,21 +426,26 @@ int fork_from_signalled_threads(pid_t (*fork_fn)(), const notes& out) {
   done = true;
   holder.join();
   for (void* p : slots) std::free(p);
-  if (failures != 0 || mt_error != 0) out.add("a _Fork child failed: main loop %d, handlers %d\n", failures, static_cast<int>(mt_error));
-  if (prepares_seen != 0) out.add("forksafe's prepare ran %d times (0: _Fork runs no handlers)\n", prepares_seen.load());
+  if (failures != 0 || mt_error != 0)
+    out.add("a _Fork child failed: main loop %d, handlers %d\n", failures, static_cast<int>(mt_error));
+  if (prepares_seen != 0)
+    out.add("forksafe's prepare ran %d times (0: _Fork runs no handlers)\n", prepares_seen.load());
   return failures != 0 || mt_error != 0 || prepares_seen != 0 ? 1 : 0;
 }
 
 } // namespace
 
-TEST_CASE("glibc tst-mallocfork3: _Fork in signal handlers of a multithreaded process runs no forksafe handler and never waits for a quiesce lock") {
-  const auto s = run_scenario([](const notes& out) { return fork_from_signalled_threads(call_underscore_fork, out); },
-                              30s);
+TEST_CASE("glibc tst-mallocfork3: _Fork in signal handlers of a multithreaded process runs no forksafe handler and "
+          "never waits for a quiesce lock") {
+  const auto s =
+      run_scenario([](const notes& out) { return fork_from_signalled_threads(call_underscore_fork, out); }, 30s);
   CHECK_SCENARIO_OK(s);
 }
 
-TEST_CASE("glibc tst-mallocfork3, negative control: fork() in place of _Fork waits for the quiesce lock a thread holds, for ever") {
-  const auto s = run_hanging_scenario([](const notes& out) { return fork_from_signalled_threads(call_fork, out); }, 1500ms);
+TEST_CASE("glibc tst-mallocfork3, negative control: fork() in place of _Fork waits for the quiesce lock a thread "
+          "holds, for ever") {
+  const auto s =
+      run_hanging_scenario([](const notes& out) { return fork_from_signalled_threads(call_fork, out); }, 1500ms);
   INFO("sandbox ", s.outcome.describe(), "; it noted: ", s.notes);
   CHECK(hang_caught(s.outcome));
 }

@@ -61,7 +61,8 @@ struct default_signal {
 
 } // namespace
 
-TEST_CASE("googletest ExitStatusPredicateTest ExitedWithCode: a child that calls _exit(N) is reported as exited with N, and with no other code") {
+TEST_CASE("googletest ExitStatusPredicateTest ExitedWithCode: a child that calls _exit(N) is reported as exited with "
+          "N, and with no other code") {
   for (int code : {0, 1, 42}) {
     auto r = fork_call([](int n) -> int { ::_exit(n); }, code);
     const auto e = error_of(r);
@@ -71,7 +72,8 @@ TEST_CASE("googletest ExitStatusPredicateTest ExitedWithCode: a child that calls
   }
 }
 
-TEST_CASE("googletest ExitStatusPredicateTest KilledBySignal: a child killed by SIGSEGV or SIGKILL is reported as killed by that signal") {
+TEST_CASE("googletest ExitStatusPredicateTest KilledBySignal: a child killed by SIGSEGV or SIGKILL is reported as "
+          "killed by that signal") {
   auto segv = fork_call([]() -> int {
     ::raise(SIGSEGV); // fork_call resets crash handlers (doctest's, a sanitizer's) in its child
     ::_exit(1);
@@ -121,7 +123,8 @@ void check_exit_macros(Run run) {
 }
 } // namespace
 
-TEST_CASE("googletest TestForDeathTest ExitMacros: _exit(1), _exit(42), SIGKILL and SIGUSR2 are each reported as what happened") {
+TEST_CASE("googletest TestForDeathTest ExitMacros: _exit(1), _exit(42), SIGKILL and SIGUSR2 are each reported as what "
+          "happened") {
   check_exit_macros([](ending how) {
     auto r = fork_call(run_ending, how);
     return error_of(r);
@@ -142,7 +145,8 @@ TEST_CASE("googletest TestForDeathTest ExitMacrosUsingFork: the same outcomes th
 // googletest: a statement that does not die fails the death test ("failed
 // to die"). forksafe: a child that lives delivers its value, and that is
 // never confused with a child that exited with code 0.
-TEST_CASE("googletest TestForDeathTest DoesNotDie and RunawayIsFailure: a child that lives returns its value; _exit(0) is not living") {
+TEST_CASE("googletest TestForDeathTest DoesNotDie and RunawayIsFailure: a child that lives returns its value; _exit(0) "
+          "is not living") {
   auto lives = fork_call([] { return 5; });
   CHECK(lives.get() == 5);
   auto returns_void = fork_call([] {});
@@ -156,7 +160,8 @@ TEST_CASE("googletest TestForDeathTest DoesNotDie and RunawayIsFailure: a child 
 // the test's code. forksafe: whatever leaves the callable ends in
 // fork_call's child; a process the callable forks that returns into
 // fork_call ends there too (exit 0, no report) instead of running on.
-TEST_CASE("googletest TestForDeathTest ReturnIsFailure: a process that returns out of the child's callable ends there, never running the caller's code") {
+TEST_CASE("googletest TestForDeathTest ReturnIsFailure: a process that returns out of the child's callable ends there, "
+          "never running the caller's code") {
   int marks[2];
   REQUIRE(::pipe2(marks, O_NONBLOCK) == 0);
   auto r = fork_call([] {
@@ -179,7 +184,8 @@ TEST_CASE("googletest TestForDeathTest ReturnIsFailure: a process that returns o
   CHECK(processes == 1);
 }
 
-TEST_CASE("googletest CxxExceptionDeathTest ExceptionIsFailure: a child that throws is reported as threw, with the type, and nothing escapes") {
+TEST_CASE("googletest CxxExceptionDeathTest ExceptionIsFailure: a child that throws is reported as threw, with the "
+          "type, and nothing escapes") {
   auto r = fork_call([]() -> int { throw 1; });
   std::optional<child_error> e;
   CHECK_NOTHROW(e = error_of(r));
@@ -196,7 +202,8 @@ public:
 };
 } // namespace
 
-TEST_CASE("googletest CxxExceptionDeathTest PrintsMessageForStdExceptions: the exception's message reaches the parent") {
+TEST_CASE(
+    "googletest CxxExceptionDeathTest PrintsMessageForStdExceptions: the exception's message reaches the parent") {
   auto r = fork_call([]() -> int { throw test_exception(); });
   const auto e = error_of(r);
   REQUIRE(e.has_value());
@@ -214,7 +221,8 @@ TEST_CASE("googletest TestForDeathTest DeathTestBadExitCodeOutput: the error nam
   CHECK(e->exit_code() != 3);
 }
 
-TEST_CASE("googletest TestForDeathTest InsideLoop and ThreadsafeDeathTestInLoop: children forked in a loop each report their own exit code") {
+TEST_CASE("googletest TestForDeathTest InsideLoop and ThreadsafeDeathTestInLoop: children forked in a loop each report "
+          "their own exit code") {
   for (int i = 0; i < 5; ++i) {
     auto r = fork_call([](int n) -> int { ::_exit(n); }, i);
     CHECK_MESSAGE(exited_with_code(error_of(r), i), "i = ", i);
@@ -227,7 +235,8 @@ void sigprof_action(int, siginfo_t*, void*) {}
 
 // googletest: death tests work while a 1 µs ITIMER_PROF fires SIGPROF, and
 // leave the handler installed.
-TEST_CASE("googletest TestForDeathTest FastSigprofActionSet: fork_call works under a 1 us SIGPROF timer and leaves the handler in place") {
+TEST_CASE("googletest TestForDeathTest FastSigprofActionSet: fork_call works under a 1 us SIGPROF timer and leaves the "
+          "handler in place") {
   struct sigaction action {};
   sigemptyset(&action.sa_mask);
   action.sa_sigaction = sigprof_action;
@@ -256,7 +265,8 @@ TEST_CASE("googletest TestForDeathTest FastSigprofActionSet: fork_call works und
 // hooks do not run (DoesNotExecuteAtforkHooks). fork_call is a fork(): it
 // runs the registry's handlers (that is how its child gets consistent
 // locks); a clone-based spawn runs none.
-TEST_CASE("googletest TestForDeathTest DoesNotExecuteAtforkHooks: fork_call runs the registry's handlers; a posix_spawn (clone) child runs none") {
+TEST_CASE("googletest TestForDeathTest DoesNotExecuteAtforkHooks: fork_call runs the registry's handlers; a "
+          "posix_spawn (clone) child runs none") {
   std::atomic<int> prepares{0};
   auto h = forksafe::atfork_registry::instance().add([&] { prepares.fetch_add(1); }, nullptr, nullptr);
   CHECK(fork_call([] { return 1; }).get() == 1);
@@ -271,7 +281,8 @@ TEST_CASE("googletest TestForDeathTest DoesNotExecuteAtforkHooks: fork_call runs
   CHECK(prepares == 1);
 }
 
-TEST_CASE("googletest InDeathTestChildDeathTest ReportsDeathTestCorrectly: fork_generation() tells a child (and a grandchild) from the parent") {
+TEST_CASE("googletest InDeathTestChildDeathTest ReportsDeathTestCorrectly: fork_generation() tells a child (and a "
+          "grandchild) from the parent") {
   CHECK(forksafe::fork_generation() == 0);
   const auto in_child = fork_call([] { return forksafe::fork_generation(); }).get();
   CHECK(in_child == 1);

@@ -29,20 +29,20 @@
 
 #include "fork_while_locked.hpp" // load_through_null, shared with the demo
 
-#include <algorithm>  // std::max
-#include <cerrno>     // errno: the gate's errors
-#include <chrono>     // deadlines
-#include <csignal>    // sigaction: scoped_signal
-#include <cstdio>     // std::snprintf: a /proc path without allocating
-#include <cstdlib>    // std::strtol, std::getenv
-#include <cstring>    // std::strrchr: /proc/self/task/<tid>/stat
-#include <dirent.h>   // /proc scans
-#include <fstream>    // /proc/<pid>/stat
-#include <ostream>    // doctest's StringMaker
-#include <string>     // std::string
+#include <algorithm>    // std::max
+#include <cerrno>       // errno: the gate's errors
+#include <chrono>       // deadlines
+#include <csignal>      // sigaction: scoped_signal
+#include <cstdio>       // std::snprintf: a /proc path without allocating
+#include <cstdlib>      // std::strtol, std::getenv
+#include <cstring>      // std::strrchr: /proc/self/task/<tid>/stat
+#include <dirent.h>     // /proc scans
+#include <fstream>      // /proc/<pid>/stat
+#include <ostream>      // doctest's StringMaker
+#include <string>       // std::string
 #include <system_error> // std::system_error: the gate's errors
-#include <thread>     // std::this_thread::yield: wait_until_blocked
-#include <vector>     // filler descriptors
+#include <thread>       // std::this_thread::yield: wait_until_blocked
+#include <vector>       // filler descriptors
 
 #include <fcntl.h>        // open: filler descriptors
 #include <grp.h>          // setgroups: dropping root for RLIMIT_NPROC
@@ -50,13 +50,13 @@
 #include <sys/resource.h> // setrlimit
 #include <sys/syscall.h>  // SYS_gettid: current_thread_id; SYS_close_range
 #include <sys/wait.h>     // waitpid: the RLIMIT_NPROC control
-#include <unistd.h>   // getpid, pipe, read, write, close, syscall
+#include <unistd.h>       // getpid, pipe, read, write, close, syscall
 
 #if defined(__linux__)
-#include <cstddef>          // offsetof: the seccomp filter
-#include <linux/filter.h>   // sock_filter, BPF_STMT
-#include <linux/seccomp.h>  // seccomp_data, SECCOMP_RET_ERRNO
-#include <sys/syscall.h>    // SYS_pidfd_open
+#include <cstddef>         // offsetof: the seccomp filter
+#include <linux/filter.h>  // sock_filter, BPF_STMT
+#include <linux/seccomp.h> // seccomp_data, SECCOMP_RET_ERRNO
+#include <sys/syscall.h>   // SYS_pidfd_open
 #endif
 
 #include <doctest/doctest.h>
@@ -260,9 +260,7 @@ struct gate {
 struct scoped_signal {
   int sig;
   struct sigaction old {};
-  scoped_signal(int s, const struct sigaction& action) : sig(s) {
-    REQUIRE(::sigaction(sig, &action, &old) == 0);
-  }
+  scoped_signal(int s, const struct sigaction& action) : sig(s) { REQUIRE(::sigaction(sig, &action, &old) == 0); }
   ~scoped_signal() { ::sigaction(sig, &old, nullptr); }
   scoped_signal(const scoped_signal&) = delete; // one restore
   scoped_signal& operator=(const scoped_signal&) = delete;
@@ -398,9 +396,7 @@ inline bool process_is_dead(pid_t pid) {
 namespace doctest {
 template <>
 struct StringMaker<forksafe::detail::child_status> {
-  static String convert(const forksafe::detail::child_status& s) {
-    return ("child " + s.describe()).c_str();
-  }
+  static String convert(const forksafe::detail::child_status& s) { return ("child " + s.describe()).c_str(); }
 };
 } // namespace doctest
 

@@ -15,30 +15,30 @@
 
 #include <forksafe/detail/child_process.hpp>
 
-#include <array>   // exit-code histogram
-#include <atomic>  // stop flag
-#include <chrono>  // hold, gap, deadline
-#include <random>  // fork phase
+#include <array>        // exit-code histogram
+#include <atomic>       // stop flag
+#include <chrono>       // hold, gap, deadline
+#include <random>       // fork phase
 #include <system_error> // fork_poisoned's base
-#include <thread>  // the lock-holding thread
-#include <vector>  // children in flight
+#include <thread>       // the lock-holding thread
+#include <vector>       // children in flight
 
 namespace forksafe_test {
 
 struct fork_while_locked_report {
   int forks = 0;
-  int stuck = 0;                    ///< still running at the deadline: killed
-  int signaled = 0;                 ///< died of a signal
-  int lost = 0;                     ///< reaped by somebody else
+  int stuck = 0;                     ///< still running at the deadline: killed
+  int signaled = 0;                  ///< died of a signal
+  int lost = 0;                      ///< reaped by somebody else
   std::array<int, 256> exit_codes{}; ///< how many children exited with each code
   [[nodiscard]] int exited(int code) const { return exit_codes[static_cast<std::size_t>(code)]; }
 };
 
 template <class Mutex, class ChildBody>
 fork_while_locked_report run_fork_while_locked(Mutex& m, int forks, ChildBody child_body,
-                             std::chrono::milliseconds deadline = std::chrono::milliseconds(1000),
-                             std::chrono::microseconds hold = std::chrono::microseconds(2000),
-                             std::chrono::microseconds gap = std::chrono::microseconds(50)) {
+                                               std::chrono::milliseconds deadline = std::chrono::milliseconds(1000),
+                                               std::chrono::microseconds hold = std::chrono::microseconds(2000),
+                                               std::chrono::microseconds gap = std::chrono::microseconds(50)) {
   using forksafe::detail::child_process;
   using forksafe::detail::child_status;
   std::atomic<bool> stop{false};
@@ -83,7 +83,8 @@ fork_while_locked_report run_fork_while_locked(Mutex& m, int forks, ChildBody ch
 #if defined(__clang__) || defined(__GNUC__)
 __attribute__((no_sanitize("undefined")))
 #endif
-inline int load_through_null() {
+inline int
+load_through_null() {
   volatile int* volatile p = nullptr;
   return *p;
 }
@@ -106,12 +107,15 @@ auto lock_or_report_poison(Mutex& m, int poisoned_code = 3) {
 /// The fork-while-locked program's child: lock, unlock, exit 0.
 template <class Mutex>
 fork_while_locked_report run_fork_while_locked(Mutex& m, int forks,
-                             std::chrono::milliseconds deadline = std::chrono::milliseconds(1000)) {
-  return run_fork_while_locked(m, forks, [&m] {
-    m.lock();
-    m.unlock();
-    return 0;
-  }, deadline);
+                                               std::chrono::milliseconds deadline = std::chrono::milliseconds(1000)) {
+  return run_fork_while_locked(
+      m, forks,
+      [&m] {
+        m.lock();
+        m.unlock();
+        return 0;
+      },
+      deadline);
 }
 
 } // namespace forksafe_test

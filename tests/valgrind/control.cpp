@@ -12,7 +12,7 @@ int* volatile sink; // volatile: the compiler must keep the allocation
 int main() {
   sink = static_cast<int*>(std::malloc(64));
   if (sink[3] > 0) std::printf("uninitialised, positive\n"); // a conditional jump on uninitialised memory
-  sink = nullptr;                                           // the 64 bytes are now definitely lost
+  sink = nullptr;                                            // the 64 bytes are now definitely lost
   std::printf("the control leaked 64 bytes\n");
   return 0;
 }

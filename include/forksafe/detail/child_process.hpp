@@ -58,12 +58,8 @@ struct child_status {
   int value = 0;
 
   [[nodiscard]] bool ended() const noexcept { return how != kind::running; }
-  [[nodiscard]] bool exited_with(int code) const noexcept {
-    return how == kind::exited && value == code;
-  }
-  [[nodiscard]] bool killed_by(int sig) const noexcept {
-    return how == kind::signaled && value == sig;
-  }
+  [[nodiscard]] bool exited_with(int code) const noexcept { return how == kind::exited && value == code; }
+  [[nodiscard]] bool killed_by(int sig) const noexcept { return how == kind::signaled && value == sig; }
   friend bool operator==(const child_status&, const child_status&) = default;
 
   /// A sentence such as "exited with code 3" or "was killed by SIGSEGV".
@@ -120,9 +116,7 @@ private:
   fork_stats stats_;
 };
 #if defined(__linux__) && defined(SYS_pidfd_open)
-inline int open_pidfd(pid_t pid) noexcept {
-  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0U));
-}
+inline int open_pidfd(pid_t pid) noexcept { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0U)); }
 #else
 inline int open_pidfd(pid_t) noexcept { return -1; }
 #endif
@@ -143,9 +137,8 @@ class child_process {
 public:
   child_process() noexcept = default;
   child_process(child_process&& other) noexcept
-      : pid_(std::exchange(other.pid_, -1)), pidfd_(std::exchange(other.pidfd_, -1)),
-        status_(other.status_), own_group_(other.own_group_), owner_(other.owner_),
-        prepare_time_(other.prepare_time_) {}
+      : pid_(std::exchange(other.pid_, -1)), pidfd_(std::exchange(other.pidfd_, -1)), status_(other.status_),
+        own_group_(other.own_group_), owner_(other.owner_), prepare_time_(other.prepare_time_) {}
   child_process& operator=(child_process&& other) noexcept {
     if (this != &other) {
       release();
@@ -184,9 +177,8 @@ public:
     // fork in between), so a fork that cannot be prepared in time is not
     // made at all; fork()'s own handlers then find the work done.
     fork_stats prepared;
-    const auto deadline = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                              options.prepare_deadline.time_since_epoch())
-                              .count();
+    const auto deadline =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(options.prepare_deadline.time_since_epoch()).count();
     if (!prepare_ahead(deadline, prepared)) {
       pthread_sigmask(SIG_SETMASK, &old, nullptr);
       throw fork_unprepared(prepared);
@@ -246,9 +238,7 @@ public:
   }
 
   /// Waits until the child ends.
-  const child_status& wait() {
-    return wait_until(std::chrono::steady_clock::time_point::max());
-  }
+  const child_status& wait() { return wait_until(std::chrono::steady_clock::time_point::max()); }
 
   /// Sends `sig` to the child (and to its process group when it has its own).
   /// Does nothing once the child has been reaped (a pid is never signalled
@@ -373,8 +363,7 @@ private:
     }
     // poll() ignores entries with a negative descriptor.
     pollfd fds[2] = {{pidfd_, POLLIN, 0}, {wake_fd, POLLIN, 0}};
-    const timespec ts{static_cast<time_t>(nap.count() / 1'000'000'000),
-                      static_cast<long>(nap.count() % 1'000'000'000)};
+    const timespec ts{static_cast<time_t>(nap.count() / 1'000'000'000), static_cast<long>(nap.count() % 1'000'000'000)};
     if (::ppoll(fds, 2, &ts, nullptr) <= 0) return false;
     return fds[1].revents != 0;
   }

@@ -18,8 +18,7 @@
 #define FORKSAFE_VERSION_MAJOR 0
 #define FORKSAFE_VERSION_MINOR 1
 #define FORKSAFE_VERSION_PATCH 0
-#define FORKSAFE_VERSION \
-  (FORKSAFE_VERSION_MAJOR * 10000 + FORKSAFE_VERSION_MINOR * 100 + FORKSAFE_VERSION_PATCH)
+#define FORKSAFE_VERSION (FORKSAFE_VERSION_MAJOR * 10000 + FORKSAFE_VERSION_MINOR * 100 + FORKSAFE_VERSION_PATCH)
 
 // The ABI version: every public name lives in the inline namespace
 // forksafe::abi_vN (so two versions of forksafe in one process, say in two

@@ -15,8 +15,7 @@ namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
 /// steady_clock now, in nanoseconds since its epoch.
 inline std::int64_t steady_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 

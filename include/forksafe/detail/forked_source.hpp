@@ -85,9 +85,7 @@ public:
     spawn.own_process_group = own_process_group;
     deadline_ = timeout ? deadline_after(started, *timeout) : std::chrono::steady_clock::time_point::max();
     spawn.prepare_deadline = deadline_;
-    const auto in_child = [&call, data, data_size, fd]() noexcept {
-      return run_call<T>(call, data, data_size, fd);
-    };
+    const auto in_child = [&call, data, data_size, fd]() noexcept { return run_call<T>(call, data, data_size, fd); };
     try {
       child_ = child_process::spawn(in_child, spawn);
     } catch (const fork_unprepared& e) {
@@ -138,9 +136,7 @@ public:
 
   /// The child's pidfd or, where none could be opened, the read end of the
   /// result pipe; -1 when no child was made.
-  int native_handle() override {
-    return child_.native_handle() >= 0 ? child_.native_handle() : result_fd_.get();
-  }
+  int native_handle() override { return child_.native_handle() >= 0 ? child_.native_handle() : result_fd_.get(); }
 
   void kill(int sig) noexcept override {
     if (!done_) child_.kill(sig);

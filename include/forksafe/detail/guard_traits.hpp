@@ -67,8 +67,8 @@ inline bool pthread_mutex_held_by_caller(const pthread_mutex_t* m) noexcept {
 /// `t` as an absolute CLOCK_REALTIME timespec, for the realtime timed waits.
 inline timespec realtime_timespec(std::chrono::steady_clock::time_point t) noexcept {
   const auto left = t - std::chrono::steady_clock::now();
-  return monotonic_timespec(std::chrono::steady_clock::time_point(
-      std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+  return monotonic_timespec(
+      std::chrono::steady_clock::time_point(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
           std::chrono::system_clock::now().time_since_epoch() + left)));
 }
 
@@ -110,7 +110,7 @@ template <class L>
 bool lock_until(L& l, std::chrono::steady_clock::time_point t) {
   if constexpr (timed_lockable<L>) {
     return l.try_lock_until(t);
-#if defined(__GLIBCXX__) && defined(_GLIBCXX_USE_PTHREAD_RWLOCK_T) && defined(__GLIBC__) && \
+#if defined(__GLIBCXX__) && defined(_GLIBCXX_USE_PTHREAD_RWLOCK_T) && defined(__GLIBC__) &&                            \
     (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
   } else if constexpr (std::is_same_v<L, std::shared_mutex>) {
     // libstdc++'s std::shared_mutex is a pthread_rwlock_t (native_handle() is a void* to it).
@@ -151,10 +151,9 @@ bool held_by_caller(L& l) noexcept {
 /// glibc does for its own locks; the data they guard is whole, since the
 /// fork held them.
 template <class L>
-inline constexpr bool remade_in_child = std::is_same_v<L, std::recursive_mutex> ||
-                                        std::is_same_v<L, std::recursive_timed_mutex> ||
-                                        std::is_same_v<L, std::shared_mutex> ||
-                                        std::is_same_v<L, std::shared_timed_mutex>;
+inline constexpr bool remade_in_child =
+    std::is_same_v<L, std::recursive_mutex> || std::is_same_v<L, std::recursive_timed_mutex> ||
+    std::is_same_v<L, std::shared_mutex> || std::is_same_v<L, std::shared_timed_mutex>;
 
 template <class L>
 void release_in_child(L& l) {

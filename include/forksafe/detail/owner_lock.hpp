@@ -175,8 +175,7 @@ private:
         continue;
       }
       if (action == contended_action::retry) continue;
-      if ((w & waiters_bit) == 0 &&
-          !word_.compare_exchange_weak(w, w | waiters_bit, std::memory_order_relaxed)) {
+      if ((w & waiters_bit) == 0 && !word_.compare_exchange_weak(w, w | waiters_bit, std::memory_order_relaxed)) {
         continue;
       }
       futex_wait(word_, w | waiters_bit);

@@ -22,26 +22,26 @@
 #include "system_errors.hpp"
 #include "unique_fd.hpp"
 
-#include <algorithm>    // std::min, std::none_of
-#include <array>        // the request bytes
-#include <atomic>       // the tickets' words
-#include <chrono>       // deadlines
-#include <climits>      // INT_MAX
-#include <cstddef>      // std::size_t
-#include <cstdint>      // std::uint32_t
-#include <cstring>      // std::memcpy
-#include <deque>        // the queue
-#include <memory>       // std::shared_ptr
-#include <mutex>        // the pool's lock (parent side only)
-#include <new>          // placement new: forgetting the supervisor's handle in a forked process
-#include <optional>     // pool_limits::task_timeout
-#include <stdexcept>    // std::logic_error
-#include <thread>       // the supervisor
-#include <vector>       // workers
+#include <algorithm> // std::min, std::none_of
+#include <array>     // the request bytes
+#include <atomic>    // the tickets' words
+#include <chrono>    // deadlines
+#include <climits>   // INT_MAX
+#include <cstddef>   // std::size_t
+#include <cstdint>   // std::uint32_t
+#include <cstring>   // std::memcpy
+#include <deque>     // the queue
+#include <memory>    // std::shared_ptr
+#include <mutex>     // the pool's lock (parent side only)
+#include <new>       // placement new: forgetting the supervisor's handle in a forked process
+#include <optional>  // pool_limits::task_timeout
+#include <stdexcept> // std::logic_error
+#include <thread>    // the supervisor
+#include <vector>    // workers
 
-#include <poll.h>        // ppoll: the supervisor's wait
-#include <sys/socket.h>  // socketpair
-#include <unistd.h>      // close
+#include <poll.h>       // ppoll: the supervisor's wait
+#include <sys/socket.h> // socketpair
+#include <unistd.h>     // close
 
 namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
@@ -64,13 +64,13 @@ struct pool_ticket final : result_source {
   std::shared_ptr<pool_core> core;    // what waits for it, kills it, signals it
   pool_invoke_fn invoke = nullptr;
   std::size_t request_size = 0;
-  std::size_t result_bytes = 0; // > 0: the result is built in `region`
+  std::size_t result_bytes = 0;                             // > 0: the result is built in `region`
   std::array<unsigned char, pool_request_capacity> request; // only request_size bytes are meaningful
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   std::chrono::steady_clock::time_point assigned_at{}; // handed to its worker
-  unique_fd event_fd; // made on demand for native_handle()
-  bool kill_requested = false; // kill() was called on it (under the pool's lock)
-  bool requeued = false;       // went back to the queue once: a second time it fails instead
+  unique_fd event_fd;                                  // made on demand for native_handle()
+  bool kill_requested = false;                         // kill() was called on it (under the pool's lock)
+  bool requeued = false;                               // went back to the queue once: a second time it fails instead
 
   // User-provided, so make_shared does not zero the 5 KiB of buffers first:
   // only the bytes a task writes are ever read.
@@ -202,7 +202,7 @@ private:
     std::shared_ptr<pool_ticket> task; // running here
     std::uint32_t answered = 0;        // response_seq already collected
     std::size_t tasks_run = 0;
-    bool retiring = false;             // told to exit; replaced when it has
+    bool retiring = false;                              // told to exit; replaced when it has
     std::chrono::steady_clock::time_point respawn_at{}; // a failed replacement is tried again then
   };
 
@@ -224,8 +224,8 @@ private:
   // (throws detail::fork_unprepared otherwise). Never called with mutex_
   // held: fork() runs the quiesce handlers, which may wait for a thread that
   // holds a quiesce lock and waits for mutex_.
-  void spawn(std::size_t i, std::chrono::steady_clock::time_point prepare_by =
-                                std::chrono::steady_clock::time_point::max()) {
+  void spawn(std::size_t i,
+             std::chrono::steady_clock::time_point prepare_by = std::chrono::steady_clock::time_point::max()) {
     int fds[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) {
       throw_errno(errno, "forksafe::process_pool: socketpair failed");
@@ -421,7 +421,8 @@ private:
     // supervisor looks at its workers every 10 ms instead.
     if (blind) wake_at = std::min(wake_at, clock::now() + std::chrono::milliseconds(10));
     if (stopping_) {
-      if (queue_.empty() && std::none_of(workers_.begin(), workers_.end(), [](const worker& w) { return bool(w.task); })) {
+      if (queue_.empty() &&
+          std::none_of(workers_.begin(), workers_.end(), [](const worker& w) { return bool(w.task); })) {
         return false;
       }
       wake_at = std::min(wake_at, stop_by_);

@@ -23,10 +23,10 @@
 #include <new>     // std::launder
 #include <tuple>   // the arguments
 
-#include <fcntl.h>       // F_DUPFD_CLOEXEC: a worker's copy of its own descriptors
-#include <sys/mman.h>    // mmap: a large result's memfd
-#include <sys/stat.h>    // fstat: is a worker's descriptor still its own?
-#include <unistd.h>      // getppid, write, close
+#include <fcntl.h>    // F_DUPFD_CLOEXEC: a worker's copy of its own descriptors
+#include <sys/mman.h> // mmap: a large result's memfd
+#include <sys/stat.h> // fstat: is a worker's descriptor still its own?
+#include <unistd.h>   // getppid, write, close
 
 #if defined(__linux__)
 #include <linux/kcmp.h>  // KCMP_FILE: is a worker's descriptor still its own?
@@ -47,8 +47,8 @@ inline constexpr std::size_t pool_request_capacity = 1024;
 enum class pool_op : std::uint32_t { run = 1, exit = 2 };
 
 struct pool_slot;
-using pool_invoke_fn = void (*)(const unsigned char* request, void* region, std::size_t region_size,
-                                pool_slot& slot, pid_t worker) noexcept;
+using pool_invoke_fn = void (*)(const unsigned char* request, void* region, std::size_t region_size, pool_slot& slot,
+                                pid_t worker) noexcept;
 
 /// One worker's mailbox, in the shared mapping.
 struct alignas(64) pool_slot {

@@ -74,9 +74,9 @@ struct shared_holds {
 /// What forksafe keeps per thread. One per thread per process, whichever
 /// object's code asks (see thread_record_of).
 struct thread_record {
-  std::uint32_t id;             ///< 30-bit thread id, 0 until assigned; kept by fork's survivor
-  std::uint32_t quiesce_depth;  ///< quiesce locks (exclusive or shared) this thread holds
-  std::uint32_t nested_forks;   ///< forks begun on this thread inside a fork's handler window
+  std::uint32_t id;            ///< 30-bit thread id, 0 until assigned; kept by fork's survivor
+  std::uint32_t quiesce_depth; ///< quiesce locks (exclusive or shared) this thread holds
+  std::uint32_t nested_forks;  ///< forks begun on this thread inside a fork's handler window
   std::uint32_t reserved;
   shared_holds holds;
 };
@@ -123,26 +123,32 @@ struct process_hub {
 /// lock() throws fork_poisoned there. Never a thread's id.
 inline constexpr std::uint32_t poisoned_owner = 0x3fffffffU;
 
+// The slot's and the note's symbol names carry the ABI version, so two
+// versions linked into one object keep apart.
+#define FORKSAFE_HUB_SLOT_SYMBOL "forksafe_hub_slot_abi" FORKSAFE_PP_STR(FORKSAFE_ABI_VERSION)
+#define FORKSAFE_HUB_NOTE_GROUP "forksafe_hub_note_abi" FORKSAFE_PP_STR(FORKSAFE_ABI_VERSION)
+
 /// This object's slot: the hub it uses, once found. Hidden: one per shared
 /// object (not merged across them, so never STB_GNU_UNIQUE).
-FORKSAFE_HIDDEN inline process_hub* hub_slot asm("forksafe_hub_slot_abi" FORKSAFE_PP_STR(FORKSAFE_ABI_VERSION)) =
-    nullptr;
+FORKSAFE_HIDDEN inline process_hub* hub_slot asm(FORKSAFE_HUB_SLOT_SYMBOL) = nullptr;
 
 #if FORKSAFE_HAS_HUB_NOTE
 // The note: name "forksafe", type hub_note_type, descriptor = {abi, offset
 // from the descriptor's second word to this object's slot}. PC-relative, so
 // no dynamic relocation is needed; in a COMDAT group, so one per object.
 inline constexpr std::uint32_t hub_note_type = 0x46534b31; // "FSK1"
-__asm__(".pushsection .note.forksafe,\"aG\",%note,forksafe_hub_note_abi" FORKSAFE_PP_STR(FORKSAFE_ABI_VERSION) ",comdat\n"
+// clang-format off
+__asm__(".pushsection .note.forksafe,\"aG\",%note," FORKSAFE_HUB_NOTE_GROUP ",comdat\n"
         ".balign 4\n"
         ".long 9\n"          // namesz: "forksafe" and its NUL
         ".long 8\n"          // descsz
         ".long 0x46534b31\n" // type
         ".asciz \"forksafe\"\n"
         ".balign 4\n"
-        ".long 1\n" // the slot's ABI generation (the note's format, not hub_abi)
-        ".long forksafe_hub_slot_abi" FORKSAFE_PP_STR(FORKSAFE_ABI_VERSION) " - .\n"
+        ".long 1\n"          // the slot's ABI generation (the note's format, not hub_abi)
+        ".long " FORKSAFE_HUB_SLOT_SYMBOL " - .\n"
         ".popsection\n");
+// clang-format on
 
 /// The slot an object's forksafe note names, or nullptr.
 inline process_hub** slot_in_object(const dl_phdr_info& info) noexcept {

@@ -40,9 +40,9 @@
 
 #include "config.hpp"
 #include "futex.hpp"
+#include "intrusive_ring.hpp"
 #include "owner_lock.hpp"
 #include "process_hub.hpp"
-#include "intrusive_ring.hpp"
 #include "registry.hpp"
 #include "registry_core.hpp"
 #include "registry_entry.hpp"
@@ -172,11 +172,11 @@ struct quiesce_state {
   bool child_fixes = false;  ///< a node asked for fix_child in this fork
   bool parent_fixes = false; ///< a node was marked busy: fix_parent too
   quiesce_node head;
-  quiesce_node* blocked = nullptr;        ///< pinned while the fork blocks on it (under list_lock)
+  quiesce_node* blocked = nullptr;           ///< pinned while the fork blocks on it (under list_lock)
   std::atomic<std::uint32_t> blocked_seq{0}; ///< changes when `blocked` is cleared (a futex)
-  quiesce_node* held = nullptr;           ///< taken by blocking, kept into the next sweep
-  const quiesce_node* last_busy = nullptr; ///< for describe
-  std::int64_t last_busy_holder = 0;       ///< its holder op's answer
+  quiesce_node* held = nullptr;              ///< taken by blocking, kept into the next sweep
+  const quiesce_node* last_busy = nullptr;   ///< for describe
+  std::int64_t last_busy_holder = 0;         ///< its holder op's answer
   registry_entry entry;
 };
 
@@ -406,8 +406,8 @@ FORKSAFE_NOINLINE inline quiesce_state& make_quiesce(process_hub& h) noexcept {
     }
     ring_init(q->head);
     q->entry.type = &quiesce_entry_kind;
-    q->entry.caps = entry_can_try | entry_can_wait | entry_can_partial | entry_has_parent | entry_has_child |
-                    entry_can_describe;
+    q->entry.caps =
+        entry_can_try | entry_can_wait | entry_can_partial | entry_has_parent | entry_has_child | entry_can_describe;
     pin_object_of(reinterpret_cast<const void*>(&quiesce_entry_run));
     h.quiesce.store(q, std::memory_order_release);
   }

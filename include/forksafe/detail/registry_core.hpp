@@ -249,8 +249,7 @@ inline void remove_in_fork(registry_state& r, registry_entry& e) noexcept {
 // call did when that was a successful prepare, unlink and destroy it.
 // Returns the entry to continue from (`toward_newest`: the iteration's
 // direction), or the cursor itself when it is still linked.
-inline registry_entry* settle_cursor(registry_state& r, registry_entry* e, bool prepared,
-                                     bool toward_newest) noexcept {
+inline registry_entry* settle_cursor(registry_state& r, registry_entry* e, bool prepared, bool toward_newest) noexcept {
   registry_entry* const next = toward_newest ? e->next : e->prev;
   if ((e->flags & entry_self_removed) == 0) return next;
   if (prepared && has(*e, entry_has_parent)) call_entry(*e, entry_op::parent);
@@ -290,8 +289,7 @@ inline void undo_pass(registry_state& r) noexcept {
 
 inline void note_left_out(registry_state& r, const registry_entry& e) noexcept {
   if (r.stats.unprepared_count < fork_stats::max_blockers) {
-    std::snprintf(r.stats.unprepared[r.stats.unprepared_count++], sizeof r.stats.unprepared[0], "%s",
-                  entry_name(e));
+    std::snprintf(r.stats.unprepared[r.stats.unprepared_count++], sizeof r.stats.unprepared[0], "%s", entry_name(e));
   }
 }
 

@@ -37,13 +37,13 @@ struct entry_args {
 };
 
 /// Bits of registry_entry::caps: what the entry can do.
-inline constexpr std::uint32_t entry_can_try = 1;           ///< has a try_prepare
-inline constexpr std::uint32_t entry_can_wait = 2;          ///< has a prepare_until
-inline constexpr std::uint32_t entry_has_parent = 4;        ///< has a parent handler
-inline constexpr std::uint32_t entry_has_child = 8;         ///< has a child handler
-inline constexpr std::uint32_t entry_has_unprepared = 16;   ///< wants child_unprepared
-inline constexpr std::uint32_t entry_can_describe = 32;     ///< answers describe
-inline constexpr std::uint32_t entry_can_partial = 64;      ///< answers prepare_partial (then takes part)
+inline constexpr std::uint32_t entry_can_try = 1;         ///< has a try_prepare
+inline constexpr std::uint32_t entry_can_wait = 2;        ///< has a prepare_until
+inline constexpr std::uint32_t entry_has_parent = 4;      ///< has a parent handler
+inline constexpr std::uint32_t entry_has_child = 8;       ///< has a child handler
+inline constexpr std::uint32_t entry_has_unprepared = 16; ///< wants child_unprepared
+inline constexpr std::uint32_t entry_can_describe = 32;   ///< answers describe
+inline constexpr std::uint32_t entry_can_partial = 64;    ///< answers prepare_partial (then takes part)
 
 /// Bits of registry_entry::flags: the registry's own, written only on rare
 /// paths (a change made from inside a handler, a fork that timed out), never

@@ -53,7 +53,8 @@ struct line_buffer {
 #if defined(__GNUC__) || defined(__clang__)
   __attribute__((format(printf, 2, 3)))
 #endif
-  void put(const char* fmt, ...) noexcept {
+  void
+  put(const char* fmt, ...) noexcept {
     if (n + 1 >= capacity) return;
     std::va_list args;
     va_start(args, fmt);

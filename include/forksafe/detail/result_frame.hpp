@@ -30,9 +30,9 @@
 #include <type_traits> // std::is_void_v
 #include <typeinfo>    // std::type_info: the type of what the child threw
 
-#include <poll.h>      // poll: a pipe that is somehow full
-#include <sys/mman.h>  // madvise: fault a region in at once
-#include <unistd.h>    // write, read, getpid, _exit
+#include <poll.h>     // poll: a pipe that is somehow full
+#include <sys/mman.h> // madvise: fault a region in at once
+#include <unistd.h>   // write, read, getpid, _exit
 
 #if defined(__has_include)
 #if __has_include(<cxxabi.h>)
@@ -66,8 +66,8 @@ struct frame_header {
   std::uint32_t flags;     ///< threw: frame_what_truncated
 };
 inline constexpr std::size_t frame_capacity =
-    frame_payload_offset + std::max(inline_result_limit,
-                                    child_error::max_type_name_length + child_error::max_what_length);
+    frame_payload_offset +
+    std::max(inline_result_limit, child_error::max_type_name_length + child_error::max_what_length);
 static_assert(sizeof(frame_header) <= frame_payload_offset, "the frame header must fit before the payload");
 static_assert(frame_capacity <= PIPE_BUF,
               "a frame must be one atomic pipe write, so the child never blocks on a full pipe");
@@ -186,8 +186,8 @@ public:
 
 private:
   void set_header(frame_kind kind, std::size_t size, std::size_t type_size, std::uint32_t flags) noexcept {
-    const frame_header h{frame_magic, kind, static_cast<std::uint32_t>(size),
-                         static_cast<std::uint32_t>(type_size), flags};
+    const frame_header h{frame_magic, kind, static_cast<std::uint32_t>(size), static_cast<std::uint32_t>(type_size),
+                         flags};
     std::memcpy(buffer_, &h, sizeof h);
     size_ = frame_payload_offset + size;
   }
@@ -319,8 +319,7 @@ struct frame_view {
 
 /// Checks `n` bytes at `buf` as a frame for a value of `value_size` bytes
 /// (0 for void), or one kept in the shared mapping (`in_region`).
-inline frame_view read_frame(const unsigned char* buf, std::size_t n, std::size_t value_size,
-                             bool in_region) noexcept {
+inline frame_view read_frame(const unsigned char* buf, std::size_t n, std::size_t value_size, bool in_region) noexcept {
   frame_view v;
   if (n < frame_payload_offset) return v;
   frame_header h;

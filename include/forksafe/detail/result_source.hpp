@@ -29,7 +29,7 @@ class result_source {
 public:
   // User-provided, so std::make_shared does not zero the frame first: only
   // the bytes a child writes are ever read.
-  result_source() noexcept {} // NOLINT(modernize-use-equals-default)
+  result_source() noexcept {}                   // NOLINT(modernize-use-equals-default)
   result_source(const result_source&) = delete; // one outcome, one owner of its process
   result_source& operator=(const result_source&) = delete;
   virtual ~result_source() = default;
@@ -50,8 +50,9 @@ public:
   }
 
   // ---- the outcome -----------------------------------------------------------
-  std::array<unsigned char, frame_capacity + 1> frame; ///< frame_size bytes are meaningful (+1: an oversized frame shows)
-  std::size_t frame_size = 0;                          ///< 0: no frame arrived; see status
+  std::array<unsigned char, frame_capacity + 1>
+      frame;                  ///< frame_size bytes are meaningful (+1: an oversized frame shows)
+  std::size_t frame_size = 0; ///< 0: no frame arrived; see status
   child_status status{};
   bool killed_for_timeout = false;           ///< forksafe killed it: its timeout passed
   std::chrono::nanoseconds ran_for{-1};      ///< killed_for_timeout: how long it ran
@@ -79,8 +80,8 @@ inline child_error error_from_status(pid_t pid, const child_status& status, bool
   switch (status.how) {
   case kind::exited: d.why = child_error::reason::exited; break;
   case kind::signaled:
-    d.why = killed_for_timeout && status.value == SIGKILL ? child_error::reason::timed_out
-                                                           : child_error::reason::signaled;
+    d.why =
+        killed_for_timeout && status.value == SIGKILL ? child_error::reason::timed_out : child_error::reason::signaled;
     break;
   case kind::timed_out: d.why = child_error::reason::timed_out; break;
   case kind::lost:

@@ -74,14 +74,15 @@ public:
     if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
       const int err = errno;
       ::close(fd);
-      throw std::system_error(err, std::generic_category(), "forksafe::process_pool: ftruncate of a result memfd failed");
+      throw std::system_error(err, std::generic_category(),
+                              "forksafe::process_pool: ftruncate of a result memfd failed");
     }
     return adopt_fd(fd, bytes); // closes fd if it throws
   }
 
   shared_region(shared_region&& other) noexcept
-      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)),
-        owner_(other.owner_), fd_(std::exchange(other.fd_, -1)) {}
+      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)), owner_(other.owner_),
+        fd_(std::exchange(other.fd_, -1)) {}
   shared_region& operator=(shared_region&& other) noexcept {
     if (this != &other) {
       reset();

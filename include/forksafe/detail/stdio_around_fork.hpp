@@ -136,8 +136,8 @@ inline void flush_stdio_in_parent() noexcept {
 /// output outside its put area is therefore not flushed.
 inline void flush_stdio_in_child() noexcept {
   const bool cout_waits = streambuf_peek::has_pending_output(std::cout.rdbuf());
-  const bool cerr_waits = streambuf_peek::has_pending_output(std::clog.rdbuf()) ||
-                          streambuf_peek::has_pending_output(std::cerr.rdbuf());
+  const bool cerr_waits =
+      streambuf_peek::has_pending_output(std::clog.rdbuf()) || streambuf_peek::has_pending_output(std::cerr.rdbuf());
   if ((cout_waits || has_pending_output(stdout)) && ftrylockfile(stdout) == 0) {
     if (cout_waits) flush_quietly(std::cout);
     fflush_unlocked(stdout);
