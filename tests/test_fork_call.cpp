@@ -1405,13 +1405,18 @@ TEST_CASE("fork_call: still delivers, crashes and times out correctly when no pi
           g.open();
           if (r.get() != 0) return 21;
         }
-        std::vector<int> fillers = fill_descriptor_table();
-        if (fillers.size() < 3) return 22;
         // Two free slots: the pipe takes both, pidfd_open gets EMFILE.
-        ::close(fillers.back());
-        fillers.pop_back();
-        ::close(fillers.back());
-        fillers.pop_back();
+        std::vector<int> fillers;
+        const auto leave_two_free = [&fillers] {
+          for (int fd : fillers) ::close(fd);
+          fillers = fill_descriptor_table();
+          for (int k = 0; k < 2 && !fillers.empty(); ++k) {
+            ::close(fillers.back());
+            fillers.pop_back();
+          }
+        };
+        leave_two_free();
+        if (fillers.empty()) return 22;
         int rc = 0;
         try {
           auto r = fork_call(bounded, [] {
@@ -1428,12 +1433,7 @@ TEST_CASE("fork_call: still delivers, crashes and times out correctly when no pi
         } catch (...) {
           rc = 34;
         }
-        for (int fd : fillers) ::close(fd);
-        fillers = fill_descriptor_table();
-        ::close(fillers.back());
-        fillers.pop_back();
-        ::close(fillers.back());
-        fillers.pop_back();
+        leave_two_free();
         if (rc == 0) {
           if (const auto e = error_of(fork_call(bounded, load_through_null)); !e) {
             rc = 40;
@@ -1441,12 +1441,7 @@ TEST_CASE("fork_call: still delivers, crashes and times out correctly when no pi
             rc = 41;
           }
         }
-        for (int fd : fillers) ::close(fd);
-        fillers = fill_descriptor_table();
-        ::close(fillers.back());
-        fillers.pop_back();
-        ::close(fillers.back());
-        fillers.pop_back();
+        leave_two_free();
         if (rc == 0) {
           const auto e = error_of(fork_call({.timeout = 100ms}, [] {
             std::this_thread::sleep_for(30s);

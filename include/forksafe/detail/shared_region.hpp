@@ -9,6 +9,7 @@
 
 #include "config.hpp"
 #include "owner_process.hpp"
+#include "unique_fd.hpp"
 
 #include <cerrno>       // errno
 #include <cstddef>      // std::size_t
@@ -17,7 +18,7 @@
 #include <utility>      // std::exchange
 
 #include <sys/mman.h> // mmap, munmap, madvise, memfd_create
-#include <unistd.h>   // sysconf, close
+#include <unistd.h>   // sysconf, ftruncate
 
 namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
@@ -48,10 +49,10 @@ public:
   /// be passed to a process forked earlier (process_pool's workers). Takes
   /// ownership of `fd`. Throws std::system_error with errno.
   static shared_region adopt_fd(int fd, std::size_t bytes) {
+    unique_fd owned(fd);
     void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {
       const int err = errno;
-      ::close(fd);
       throw std::system_error(err, std::generic_category(),
                               "forksafe: could not map " + std::to_string(bytes) + " bytes of a result memfd (mmap)");
     }
@@ -59,37 +60,35 @@ public:
     r.data_ = p;
     r.size_ = bytes;
     r.owner_.set();
-    r.fd_ = fd;
+    r.fd_ = std::move(owned);
     return r;
   }
   /// A memfd of `bytes`, mapped: for a result a process forked earlier (a
   /// pool worker) builds, after it received the descriptor. Throws
   /// std::system_error with errno (memfd_create, ftruncate, mmap).
   static shared_region memfd(std::size_t bytes) {
-    const int fd = ::memfd_create("forksafe-result", MFD_CLOEXEC);
-    if (fd < 0) {
+    unique_fd fd(::memfd_create("forksafe-result", MFD_CLOEXEC));
+    if (!fd) {
       throw std::system_error(errno, std::generic_category(),
                               "forksafe::process_pool: memfd_create for a large result failed");
     }
-    if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
-      const int err = errno;
-      ::close(fd);
-      throw std::system_error(err, std::generic_category(),
+    if (::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) {
+      throw std::system_error(errno, std::generic_category(),
                               "forksafe::process_pool: ftruncate of a result memfd failed");
     }
-    return adopt_fd(fd, bytes); // closes fd if it throws
+    return adopt_fd(fd.release(), bytes); // closes it if it throws
   }
 
   shared_region(shared_region&& other) noexcept
       : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)), owner_(other.owner_),
-        fd_(std::exchange(other.fd_, -1)) {}
+        fd_(std::move(other.fd_)) {}
   shared_region& operator=(shared_region&& other) noexcept {
     if (this != &other) {
       reset();
       data_ = std::exchange(other.data_, nullptr);
       size_ = std::exchange(other.size_, 0);
       owner_ = other.owner_;
-      fd_ = std::exchange(other.fd_, -1);
+      fd_ = std::move(other.fd_);
     }
     return *this;
   }
@@ -100,7 +99,7 @@ public:
   [[nodiscard]] void* data() const noexcept { return data_; }
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
   /// The memfd behind an adopt_fd region, or -1.
-  [[nodiscard]] int fd() const noexcept { return fd_; }
+  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
 
   /// After the fork that needs it: later forks (other calls, other threads)
   /// do not inherit the region, so it is freed when this handle lets go of
@@ -113,17 +112,16 @@ public:
 
   void reset() noexcept {
     if (data_ != nullptr && owner_.here()) ::munmap(data_, size_);
-    if (fd_ >= 0) ::close(fd_);
+    fd_.reset();
     data_ = nullptr;
     size_ = 0;
-    fd_ = -1;
   }
 
 private:
   void* data_ = nullptr;
   std::size_t size_ = 0;
   owner_process owner_;
-  int fd_ = -1;
+  unique_fd fd_;
 };
 
 } // namespace forksafe::detail

@@ -32,6 +32,8 @@ public:
 
   [[nodiscard]] int get() const noexcept { return fd_; }
   explicit operator bool() const noexcept { return fd_ >= 0; }
+  /// Gives the descriptor up without closing it.
+  [[nodiscard]] int release() noexcept { return std::exchange(fd_, -1); }
   /// Closes the descriptor. close() is not retried on EINTR: Linux releases
   /// the descriptor even then, and a retry could close a reused number.
   void reset() noexcept {
