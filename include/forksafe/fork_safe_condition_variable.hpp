@@ -18,6 +18,7 @@
 #define FORKSAFE_FORK_SAFE_CONDITION_VARIABLE_HPP
 
 #include "detail/config.hpp"
+#include "detail/deadlines.hpp"
 #include "detail/futex.hpp"
 #include "fork_safe_mutex.hpp"
 

@@ -16,6 +16,7 @@
 
 #include "atfork_registry.hpp"
 #include "detail/config.hpp"
+#include "detail/deadlines.hpp"
 #include "detail/futex.hpp"
 #include "detail/owner_lock.hpp"
 #include "detail/process_hub.hpp"

@@ -19,6 +19,7 @@
 #define FORKSAFE_DETAIL_CHILD_PROCESS_HPP
 
 #include "config.hpp"
+#include "deadlines.hpp"
 #include "owner_process.hpp"
 #include "registry.hpp"
 #include "signal_names.hpp"
@@ -344,7 +345,7 @@ private:
 
   bool pidfd_readable(long timeout_ns) const noexcept {
     pollfd p{pidfd_, POLLIN, 0};
-    timespec ts{static_cast<time_t>(timeout_ns / 1'000'000'000), timeout_ns % 1'000'000'000};
+    const timespec ts = to_timespec(std::chrono::nanoseconds(timeout_ns));
     return ::ppoll(&p, 1, &ts, nullptr) > 0;
   }
 
@@ -363,7 +364,7 @@ private:
     }
     // poll() ignores entries with a negative descriptor.
     pollfd fds[2] = {{pidfd_, POLLIN, 0}, {wake_fd, POLLIN, 0}};
-    const timespec ts{static_cast<time_t>(nap.count() / 1'000'000'000), static_cast<long>(nap.count() % 1'000'000'000)};
+    const timespec ts = to_timespec(nap);
     if (::ppoll(fds, 2, &ts, nullptr) <= 0) return false;
     return fds[1].revents != 0;
   }

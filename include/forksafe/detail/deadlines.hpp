@@ -10,6 +10,7 @@
 
 #include <chrono>  // steady_clock
 #include <cstdint> // nanosecond counts
+#include <ctime>   // timespec
 
 namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
@@ -31,6 +32,23 @@ std::chrono::steady_clock::time_point deadline_after(std::chrono::steady_clock::
     return clock::time_point::max();
   }
   return start + std::chrono::ceil<clock::duration>(d);
+}
+
+/// A relative timespec for a non-negative duration.
+inline timespec to_timespec(std::chrono::nanoseconds d) noexcept {
+  if (d.count() < 0) d = std::chrono::nanoseconds(0);
+  return timespec{static_cast<time_t>(d.count() / 1'000'000'000), static_cast<long>(d.count() % 1'000'000'000)};
+}
+
+/// The duration a relative timespec stands for.
+inline std::chrono::nanoseconds to_duration(const timespec& ts) noexcept {
+  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
+
+/// A steady_clock time point as an absolute CLOCK_MONOTONIC timespec (what
+/// steady_clock reads on Linux); before the epoch: 0.
+inline timespec monotonic_timespec(std::chrono::steady_clock::time_point t) noexcept {
+  return to_timespec(std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()));
 }
 
 } // namespace forksafe::detail

@@ -67,17 +67,6 @@ inline void futex_wake(std::atomic<std::uint32_t>& word, int count, bool across_
 #endif
 }
 
-/// A relative timespec for a non-negative duration.
-inline timespec to_timespec(std::chrono::nanoseconds d) noexcept {
-  if (d.count() < 0) d = std::chrono::nanoseconds(0);
-  return timespec{static_cast<time_t>(d.count() / 1'000'000'000), static_cast<long>(d.count() % 1'000'000'000)};
-}
-
-/// The duration a relative timespec stands for.
-inline std::chrono::nanoseconds to_duration(const timespec& ts) noexcept {
-  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
-}
-
 } // namespace forksafe::detail
 
 #endif // FORKSAFE_DETAIL_FUTEX_HPP

@@ -9,6 +9,7 @@
 #define FORKSAFE_DETAIL_GUARD_TRAITS_HPP
 
 #include "config.hpp"
+#include "deadlines.hpp"
 
 #include <cerrno>       // EINTR
 #include <chrono>       // deadlines
@@ -28,14 +29,6 @@
 #endif
 
 namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
-
-/// A steady_clock time point as an absolute CLOCK_MONOTONIC timespec (what
-/// steady_clock reads on Linux).
-inline timespec monotonic_timespec(std::chrono::steady_clock::time_point t) noexcept {
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-  if (ns <= 0) return timespec{0, 0};
-  return timespec{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
-}
 
 /// Whether the calling thread holds a pthread mutex (glibc records the
 /// owner's kernel thread id in every kind of mutex). False where that cannot

@@ -12,6 +12,7 @@
 #define FORKSAFE_DETAIL_OWNER_LOCK_HPP
 
 #include "config.hpp"
+#include "deadlines.hpp"
 #include "futex.hpp"
 
 #include <atomic>  // the lock word
