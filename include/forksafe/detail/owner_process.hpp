@@ -19,6 +19,12 @@ namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 /// The process that made an object. Empty (no process) until set().
 class owner_process {
 public:
+  /// The calling process.
+  [[nodiscard]] static owner_process current() noexcept {
+    owner_process p;
+    p.set();
+    return p;
+  }
   /// Records the calling process as the owner.
   void set() noexcept { pid_ = ::getpid(); }
   /// True in the process that called set().

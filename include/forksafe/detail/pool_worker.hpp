@@ -13,6 +13,7 @@
 #include "eventfd.hpp"
 #include "fd_passing.hpp"
 #include "futex.hpp"
+#include "owner_process.hpp"
 #include "result_frame.hpp"
 
 #include <atomic>  // the slot's sequence words
@@ -48,7 +49,7 @@ enum class pool_op : std::uint32_t { run = 1, exit = 2 };
 
 struct pool_slot;
 using pool_invoke_fn = void (*)(const unsigned char* request, void* region, std::size_t region_size, pool_slot& slot,
-                                pid_t worker) noexcept;
+                                owner_process worker) noexcept;
 
 /// One worker's mailbox, in the shared mapping.
 struct alignas(64) pool_slot {
@@ -69,13 +70,13 @@ struct alignas(64) pool_slot {
 /// A process the task forked that comes back here writes nothing.
 template <class R, class Payload>
 void pool_invoke(const unsigned char* request, void* region, std::size_t region_size, pool_slot& slot,
-                 pid_t worker) noexcept {
+                 owner_process worker) noexcept {
   alignas(Payload) unsigned char storage[sizeof(Payload)];
   std::memcpy(storage, request, sizeof(Payload));
   Payload& p = *std::launder(reinterpret_cast<Payload*>(storage));
   auto call = [&]() -> decltype(auto) { return std::apply(p.f, p.args); };
   produce_frame<R>(call, region, region_size, [&slot, worker](auto& frame) noexcept {
-    if (::getpid() != worker) return;
+    if (!worker.here()) return; // a process the task forked came back here
     slot.response_size = static_cast<std::uint32_t>(frame.size());
     std::memcpy(slot.response, frame.data(), frame.size());
   });
@@ -131,7 +132,7 @@ private:
 /// its own. Returns the exit code (child_process::spawn
 /// _exits with it).
 inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t parent) noexcept {
-  const pid_t self = ::getpid();
+  const auto self = owner_process::current();
   const own_descriptor own_socket(socket);
   const own_descriptor own_events(events_fd);
   // The slot was reset to 0 before the fork: a request may already be there.
@@ -162,7 +163,7 @@ inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t pa
       if (region == nullptr) return child_error::undelivered_exit_code;
     }
     slot.invoke(slot.request, region, region_size, slot, self);
-    if (::getpid() != self) return 0; // a process the task forked came back here: only the worker answers
+    if (!self.here()) return 0; // a process the task forked came back here: only the worker answers
     if (region != nullptr) ::munmap(region, region_size);
     slot.response_seq.fetch_add(1, std::memory_order_seq_cst);
     if (slot.parent_waiting.load(std::memory_order_seq_cst) != 0) {

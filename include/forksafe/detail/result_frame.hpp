@@ -15,6 +15,7 @@
 
 #include "../child_error.hpp"
 #include "config.hpp"
+#include "owner_process.hpp"
 #include "stdio_around_fork.hpp"
 
 #include <algorithm>   // std::max
@@ -211,8 +212,8 @@ consteval std::size_t value_payload_capacity() {
 /// fork_call (only the child reports): flush, write the frame. Returns the
 /// exit code.
 template <std::size_t N>
-int deliver(frame_writer<N>& frame, pid_t self, int fd) noexcept {
-  if (::getpid() != self) return 0;
+int deliver(frame_writer<N>& frame, owner_process self, int fd) noexcept {
+  if (!self.here()) return 0;
   flush_stdio_in_child();
   return frame.write_to(fd) ? 0 : child_error::undelivered_exit_code;
 }
@@ -266,7 +267,7 @@ auto produce_frame(Call& call, void* region, std::size_t region_size, Sink&& sin
 /// to the pipe. Returns the exit code child_process::spawn passes to _exit.
 template <class T, class Call>
 int run_call(Call& call, void* region, std::size_t region_size, int fd) noexcept {
-  const pid_t self = ::getpid();
+  const auto self = owner_process::current();
   return produce_frame<T>(call, region, region_size,
                           [self, fd](auto& frame) noexcept { return deliver(frame, self, fd); });
 }
