@@ -197,7 +197,7 @@ void third_party_calls(std::size_t n) {
   auto gb = forksafe::atfork_registry::instance().guard(load.b, "library B");
   const auto lock_both = [&] { return std::scoped_lock(load.a, load.b); };
   print("fork_call<int> from 4 threads vs fork + pipe + waitpid by hand",
-        from_four_threads(n, forksafe_call, [&] { return hand_call(lock_both); }), "2", "2");
+        from_four_threads(n, forksafe_call, [&] { return hand_call(lock_both); }), "2", "-");
   forksafe::process_pool pool(1);
   const auto replacement = [&] {
     auto crash = pool.submit([] {
@@ -213,7 +213,7 @@ void third_party_calls(std::size_t n) {
     return static_cast<double>((bench::clock::now() - t0).count());
   };
   print("pool: first task after a crash (a replacement fork) vs by hand",
-        measure(n / 4 + 1, replacement, [&] { return hand_call(lock_both); }), "2", "2");
+        measure(n / 4 + 1, replacement, [&] { return hand_call(lock_both); }), "2", "-");
 }
 
 // ---- quiesce locks ----------------------------------------------------------
