@@ -350,8 +350,8 @@ private:
   }
 
   // Sleeps until the pidfd turns readable (the child exited), `wake_fd` is
-  // readable, or `left` passes; without a pidfd, for a backoff bounded by
-  // 2 ms. Returns true if `wake_fd` woke it. EINTR just returns: the caller
+  // readable, or `left` passes; without a pidfd, for a backoff from 20 us
+  // doubling to 2.56 ms. Returns true if `wake_fd` woke it. EINTR just returns: the caller
   // loops and re-checks.
   bool wait_a_while(std::chrono::nanoseconds left, int wake_fd) {
     using namespace std::chrono_literals;
