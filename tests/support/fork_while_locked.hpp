@@ -78,17 +78,6 @@ fork_while_locked_report run_fork_while_locked(Mutex& m, int forks, ChildBody ch
   return report;
 }
 
-/// Crashes with SIGSEGV (a null load, exempt from UBSan, which would report
-/// it first). For demos and tests of how a crash is reported.
-#if defined(__clang__) || defined(__GNUC__)
-__attribute__((no_sanitize("undefined")))
-#endif
-inline int
-load_through_null() {
-  volatile int* volatile p = nullptr;
-  return *p;
-}
-
 /// A child for poison-policy mutexes: exits 0 after lock and unlock, or
 /// `poisoned_code` if lock() threw fork_poisoned.
 template <class Mutex>
