@@ -31,5 +31,5 @@ example fork_call \
 example process_pool \
   "two pre-forked workers run 8 tasks; the one that throws fails alone, the others return values"
 example nested_pool \
-  "a pool of thread pools: each task runs an inner thread pool and returns plain values, not futures"
+  "a pool of thread pools: each task runs an inner thread pool and returns a list of strings, not futures"
 exit $status

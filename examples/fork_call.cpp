@@ -23,6 +23,7 @@
 #include <chrono>    // timeouts
 #include <csignal>   // std::raise, SIGSEGV: the crash
 #include <cstdio>    // std::printf
+#include <future>    // std::future: what cannot cross
 #include <stdexcept> // std::runtime_error: what a child throws
 #include <string>    // std::string: rejected as a result, below
 #include <thread>    // std::this_thread::sleep_for: the child that overruns
@@ -38,7 +39,8 @@ struct summary { // plain numbers: its bytes are its value
   int max;
 };
 static_assert(forksafe::trivially_serializable<summary>);
-static_assert(!forksafe::trivially_serializable<std::string>); // its bytes point into this process's heap
+static_assert(forksafe::trivially_serializable<std::string>); // crosses in its wire form: a length, then the bytes
+static_assert(!forksafe::trivially_serializable<std::vector<std::future<int>>>); // futures cannot cross
 
 // Waits for a call that must fail; prints how it failed, returns whether that was `expected`.
 template <class T>

@@ -42,18 +42,32 @@ namespace forksafe::inline FORKSAFE_ABI_NAMESPACE {
 /// |           | for); fork_options::timeout counts from the call        |                            |
 /// | cancelled | was never run: a pool task still queued when the pool   | pid() is -1                |
 /// |           | shut down past its deadline                             |                            |
+/// | malformed | delivered a result the parent could not read: a frame   | defect() says what was     |
+/// |           | cut short, oversized or garbled, a length beyond what   | wrong with it              |
+/// |           | arrived, a scribbled result mapping                     |                            |
 ///
 /// what() reads "child 4242 was killed by SIGSEGV", "child 4242 exited with
 /// code 3 without a result", "child 4242 threw std::runtime_error: boom",
 /// "child 4242 timed out after running 480 ms and was killed by SIGKILL",
 /// "child 4242 ended without a result and was reaped by someone else
 /// (SIGCHLD ignored or a foreign waitpid)", "no child was forked: the fork
-/// could not be prepared within 500 ms; held back by ..." or "the task never
-/// ran: it was still queued when the pool shut down".
+/// could not be prepared within 500 ms; held back by ...", "the task never
+/// ran: it was still queued when the pool shut down" or "child 4242 delivered
+/// a malformed result: std::vector<int>: a count of 9223372036854775808
+/// elements, but only 12 bytes arrived".
 class child_error : public std::runtime_error {
 public:
   /// The way the child ended; see the table above.
-  enum class reason : unsigned char { exited, signaled, threw, timed_out, lost, prepare_timed_out, cancelled };
+  enum class reason : unsigned char {
+    exited,
+    signaled,
+    threw,
+    timed_out,
+    lost,
+    prepare_timed_out,
+    cancelled,
+    malformed
+  };
 
   /// exception_what() keeps at most this many bytes of what(), cut at a UTF-8
   /// character boundary; what_truncated() says whether it was cut.
@@ -81,6 +95,8 @@ public:
     /// timeout); negative when unknown.
     std::chrono::nanoseconds ran_for{-1};
     std::chrono::nanoseconds prepare_time{-1};
+    /// malformed: the type that was expected and what was wrong with what arrived.
+    std::string defect{};
   };
 
   /// Builds the error and its what() sentence. Public so that code wrapping
@@ -103,6 +119,12 @@ public:
   [[nodiscard]] bool lost() const noexcept { return why() == reason::lost; }
   [[nodiscard]] bool prepare_timed_out() const noexcept { return why() == reason::prepare_timed_out; }
   [[nodiscard]] bool cancelled() const noexcept { return why() == reason::cancelled; }
+  [[nodiscard]] bool malformed() const noexcept { return why() == reason::malformed; }
+
+  /// malformed(): the expected type and what was wrong with the bytes that
+  /// arrived instead ("std::string: a length of 4294967296 bytes, but 40
+  /// bytes arrived"); "" otherwise.
+  [[nodiscard]] const std::string& defect() const noexcept { return details_->defect; }
 
   /// prepare_timed_out(): what held the fork back (names of registry
   /// entries, a quiesce lock's address and holder); "" otherwise.
@@ -148,6 +170,7 @@ private:
       return "no child was forked: " +
              (d.blocker.empty() ? std::string("the fork could not be prepared in time") : d.blocker);
     case reason::cancelled: return "the task never ran: it was still queued when the pool shut down";
+    case reason::malformed: return s + " delivered a malformed result: " + d.defect;
     case reason::lost:
       return s + " ended without a result and was reaped by someone else"
                  " (SIGCHLD ignored or a foreign waitpid)";

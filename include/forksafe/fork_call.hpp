@@ -7,12 +7,14 @@
 //   fork_options            a timeout and a process group for one call
 //   fork_call(f, args...)   forks; the child runs std::invoke(f, args...)
 //
-// Only a value whose bytes are the value can cross a process boundary, and
-// fork_call checks that at compile time (trivially_serializable). Everything
+// Only plain data can cross a process boundary (numbers, strings, vectors,
+// maps, your structs once they list their members), and fork_call checks
+// that at compile time (trivially_serializable). Everything
 // that can go wrong at run time reaches the parent as a child_error or a
 // std::system_error: never a hang, a zombie or a leaked descriptor. Small
 // results come back through a pipe in one frame; large ones are built in
-// place in a shared mapping (docs/design.md).
+// place in a shared mapping, or, a large string or vector, written into a
+// memfd (docs/design.md).
 
 #ifndef FORKSAFE_FORK_CALL_HPP
 #define FORKSAFE_FORK_CALL_HPP
@@ -31,6 +33,59 @@
 #include <utility>     // std::forward
 
 namespace forksafe::inline FORKSAFE_ABI_NAMESPACE {
+
+namespace detail {
+
+/// The first line of the diagnostic for a callable whose result cannot
+/// cross (GCC shows this deleted function's name and its template
+/// arguments on it; Clang, the static_assert's condition and message).
+template <class Culprit, class Result>
+void fork_call_result_cannot_cross_a_process_boundary__return_plain_values_or_opt_your_struct_in_with_forksafe_members() =
+    delete;
+template <class Culprit, class Result>
+inline constexpr bool fork_call_result_crosses_a_process_boundary = false;
+
+template <class R>
+inline constexpr bool fork_call_result_ok = trivially_serializable<transported_t<R>>;
+
+/// What fork_call and process_pool::submit return for a call whose values
+/// cannot cross: completing this type (which the call expression does, at
+/// the caller's line, before anything else about the call is checked)
+/// reports `Diagnosis`, so that report is the first error.
+template <class Diagnosis>
+struct rejected_call {
+  static_assert(Diagnosis::report());
+};
+
+template <class R>
+constexpr void diagnose_fork_call_result();
+template <class R>
+struct fork_call_diagnosis {
+  static consteval bool report() {
+    diagnose_fork_call_result<R>();
+    return true;
+  }
+};
+
+template <class R>
+using fork_call_return_t = std::conditional_t<fork_call_result_ok<R>, process_result<std::remove_cv_t<R>>,
+                                              rejected_call<fork_call_diagnosis<R>>>;
+
+template <class R>
+constexpr void diagnose_fork_call_result() {
+  if constexpr (!fork_call_result_ok<R>) {
+#if defined(__clang__)
+    static_assert(fork_call_result_crosses_a_process_boundary<culprit_t<transported_t<R>>, R>,
+                  "forksafe::fork_call: the callable's result cannot cross a process boundary; return plain values "
+                  "(numbers, std::string, std::vector, std::map, ...) or opt your struct in with forksafe_members()");
+#else
+    fork_call_result_cannot_cross_a_process_boundary__return_plain_values_or_opt_your_struct_in_with_forksafe_members<
+        culprit_t<transported_t<R>>, R>();
+#endif
+  }
+}
+
+} // namespace detail
 
 /// Options for one fork_call. An aggregate: name what you set,
 /// `fork_call({.timeout = 2s, .own_process_group = true}, f)`.
@@ -67,10 +122,13 @@ struct fork_options {
 /// serialisable, and a callable may capture anything: only the result
 /// crosses back.
 ///
-/// Constraint: `f(args...)` is invocable and returns void or a
-/// trivially_serializable type. A callable returning std::string, a vector, a
-/// future, a lock, a pointer or a reference makes the call ill-formed, with a
-/// diagnostic naming trivially_serializable.
+/// Constraint: `f(args...)` is invocable. Mandates: it returns void or a
+/// trivially_serializable type (std::string, std::vector<std::string>, a
+/// struct listing its members...). A callable returning a future, a lock, a
+/// pointer, a reference, a view or a struct that did not opt in makes the
+/// call ill-formed; the first error line names fork_call, the type that
+/// cannot cross (std::future<int> inside std::vector<std::future<int>>) and
+/// what to do instead.
 ///
 /// In the parent: flushes C stdio and std::cout/std::clog/std::cerr (so
 /// buffered output is not printed twice), blocks every signal across fork(),
@@ -93,21 +151,25 @@ struct fork_options {
 /// leaked then. Thread-safety: may be called from any number of threads at
 /// once.
 template <class F, class... Args>
-requires std::invocable<F, Args...> && trivially_serializable<detail::transported_t<std::invoke_result_t<F, Args...>>>
-[[nodiscard]] process_result<detail::call_result_t<F, Args...>> fork_call(const fork_options& options, F&& f,
-                                                                          Args&&... args) {
-  // Returns the callable's prvalue as is, so the child builds it in place.
-  auto call = [&]() -> decltype(auto) { return std::invoke(std::forward<F>(f), std::forward<Args>(args)...); };
+requires std::invocable<F, Args...>
+[[nodiscard]] detail::fork_call_return_t<std::invoke_result_t<F, Args...>> fork_call(const fork_options& options, F&& f,
+                                                                                     Args&&... args) {
   using R = detail::call_result_t<F, Args...>;
-  auto source = std::make_shared<detail::forked_source>();
-  source->start<R>(call, options.timeout, options.own_process_group);
-  return detail::result_access::make<R>(std::move(source));
+  if constexpr (!detail::fork_call_result_ok<std::invoke_result_t<F, Args...>>) {
+    return {}; // the return type reported it
+  } else {
+    // Returns the callable's prvalue as is, so the child builds it in place.
+    auto call = [&]() -> decltype(auto) { return std::invoke(std::forward<F>(f), std::forward<Args>(args)...); };
+    auto source = std::make_shared<detail::forked_source>();
+    source->start<R>(call, options.timeout, options.own_process_group);
+    return detail::result_access::make<R>(std::move(source));
+  }
 }
 
 /// fork_call with default options: no timeout, same process group.
 template <class F, class... Args>
-requires std::invocable<F, Args...> && trivially_serializable<detail::transported_t<std::invoke_result_t<F, Args...>>>
-[[nodiscard]] process_result<detail::call_result_t<F, Args...>> fork_call(F&& f, Args&&... args) {
+requires std::invocable<F, Args...>
+[[nodiscard]] detail::fork_call_return_t<std::invoke_result_t<F, Args...>> fork_call(F&& f, Args&&... args) {
   return fork_call(fork_options{}, std::forward<F>(f), std::forward<Args>(args)...);
 }
 

@@ -14,15 +14,19 @@
 // (SIGSEGV, abort, _exit) fails alone, as a child_error; the worker is
 // replaced and every other task goes on. And what crosses the boundary is
 // checked at compile time: the callable, the arguments and the result must
-// be trivially_serializable.
+// be trivially_serializable; the first error line of a task that is not
+// names submit, the type and what to do instead.
 //
 // How: each worker owns a slot in one shared mapping made before the
-// workers are forked. A task travels as bytes: the callable and the
-// arguments are copied into the slot, with a pointer to a function that
-// knows their types; the worker is a fork of the parent, so that function
-// is at the same address there. The worker builds the result in the slot
-// (or, above 1 KiB, in a memfd mapping the parent passes over a socket) and
-// wakes the parent with a futex. A caller waiting in get() collects its own
+// workers are forked. A task travels as bytes, with a pointer to a function
+// that knows their types (the worker is a fork of the parent, so that
+// function is at the same address there): the callable and the arguments
+// themselves when they are plain bytes, else their wire form (a string, a
+// vector, a struct listing its members), in the slot or, above 1 KiB, in a
+// memfd the parent passes over a socket. The worker builds the result in
+// the slot (above 1 KiB: as bytes in a memfd mapping the parent passed, or
+// its wire form in a memfd the worker sends back) and wakes the parent with
+// a futex. A caller waiting in get() collects its own
 // result: two handoffs per task. A supervisor thread watches the workers'
 // pidfds, enforces timeouts, replaces workers, and collects results no one
 // is waiting for.
@@ -66,21 +70,105 @@ struct pool_options {
   std::chrono::nanoseconds shutdown_deadline = std::chrono::seconds(5);
 };
 
+namespace detail {
+
+template <class F>
+inline constexpr bool pool_callable_ok =
+    std::is_pointer_v<F> ? std::is_function_v<std::remove_pointer_t<F>> : trivially_serializable<F>;
+
+// The first line of each diagnostic submit gives (GCC shows the deleted
+// function's name and template arguments on it; Clang, the static_assert's
+// condition and message).
+template <class Culprit, class Callable>
+void process_pool_submit_callable_cannot_cross_a_process_boundary__capture_plain_values_only_pass_strings_and_vectors_as_arguments() =
+    delete;
+template <class Culprit, class Callable>
+inline constexpr bool process_pool_submit_callable_crosses_a_process_boundary = false;
+template <class Culprit, class Argument>
+void process_pool_submit_argument_cannot_cross_a_process_boundary__pass_plain_values_or_opt_your_struct_in_with_forksafe_members() =
+    delete;
+template <class Culprit, class Argument>
+inline constexpr bool process_pool_submit_argument_crosses_a_process_boundary = false;
+template <class Culprit, class Result>
+void process_pool_submit_result_cannot_cross_a_process_boundary__return_plain_values_or_opt_your_struct_in_with_forksafe_members() =
+    delete;
+template <class Culprit, class Result>
+inline constexpr bool process_pool_submit_result_crosses_a_process_boundary = false;
+
+template <class F, class... Args>
+constexpr void diagnose_pool_task() {
+  using R = std::invoke_result_t<F&, Args&...>;
+  if constexpr (!pool_callable_ok<F>) {
+#if defined(__clang__)
+    static_assert(process_pool_submit_callable_crosses_a_process_boundary<culprit_t<F>, F>,
+                  "forksafe::process_pool::submit: the callable cannot cross a process boundary; capture only plain "
+                  "values (numbers, plain structs), pass strings, vectors and your structs as arguments");
+#else
+    process_pool_submit_callable_cannot_cross_a_process_boundary__capture_plain_values_only_pass_strings_and_vectors_as_arguments<
+        culprit_t<F>, F>();
+#endif
+  } else if constexpr (!(trivially_serializable<Args> && ...)) {
+    using A = typename first_culprit<void, Args...>::type;
+#if defined(__clang__)
+    static_assert(process_pool_submit_argument_crosses_a_process_boundary<A, std::tuple<Args...>>,
+                  "forksafe::process_pool::submit: an argument cannot cross a process boundary; pass plain values "
+                  "(numbers, std::string, std::vector, ...) or opt your struct in with forksafe_members()");
+#else
+    process_pool_submit_argument_cannot_cross_a_process_boundary__pass_plain_values_or_opt_your_struct_in_with_forksafe_members<
+        A, std::tuple<Args...>>();
+#endif
+  } else if constexpr (!trivially_serializable<transported_t<R>>) {
+#if defined(__clang__)
+    static_assert(process_pool_submit_result_crosses_a_process_boundary<culprit_t<transported_t<R>>, R>,
+                  "forksafe::process_pool::submit: the task's result cannot cross a process boundary; return plain "
+                  "values (numbers, std::string, std::vector, ...) or opt your struct in with forksafe_members()");
+#else
+    process_pool_submit_result_cannot_cross_a_process_boundary__return_plain_values_or_opt_your_struct_in_with_forksafe_members<
+        culprit_t<transported_t<R>>, R>();
+#endif
+  }
+}
+
+} // namespace detail
+
 /// What can be submitted: `f(args...)` is invocable; `f` is a function
-/// pointer or a trivially_serializable object (a captureless lambda, or one
-/// whose captures are plain values); every argument is trivially_serializable;
-/// the result is void or trivially_serializable. A lambda that captures a
-/// pointer or a reference cannot be told apart from one that captures values:
-/// such a capture would point into the parent's memory as it was when the
-/// worker was forked. Capture values. The worker calls its copy of `f` with
-/// lvalues of its copies of the arguments. Checked at compile time only.
+/// pointer or a trivially_serializable object (a captureless lambda, one
+/// whose captures are plain values, or a struct of yours listing its
+/// members); every argument is trivially_serializable (a 16 MiB
+/// std::vector<double>, a std::string, a struct listing its members); the
+/// result is void or trivially_serializable. A lambda's captures cannot be
+/// listed, so a lambda capturing a std::string does not cross: pass the
+/// string as an argument. A lambda that captures a pointer or a reference
+/// cannot be told apart from one that captures values: such a capture would
+/// point into the parent's memory as it was when the worker was forked.
+/// Capture values. The worker calls its copy of `f` with lvalues of its
+/// copies of the arguments. Checked at compile time only.
 template <class F, class... Args>
 concept pool_task = std::invocable < std::decay_t<F>
-&, std::decay_t<Args>&... >
-           &&(std::is_pointer_v<std::decay_t<F>>
-                  ? std::is_function_v<std::remove_pointer_t<std::decay_t<F>>>
-                  : trivially_serializable<std::decay_t<F>>)&&(trivially_serializable<std::decay_t<Args>>&&...) &&
+&, std::decay_t<Args>&... > &&detail::pool_callable_ok<std::decay_t<F>> &&
+       (trivially_serializable<std::decay_t<Args>> && ...) &&
        trivially_serializable<detail::transported_t<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>>>;
+
+namespace detail {
+/// What submit returns: a process_result, or, for a task that cannot
+/// cross, an inert type, so the one diagnostic is not followed by others.
+template <class F, class... Args>
+struct pool_task_diagnosis {
+  static consteval bool report() {
+    diagnose_pool_task<std::decay_t<F>, std::decay_t<Args>...>();
+    return true;
+  }
+};
+template <class F, class... Args>
+struct submit_return {
+  using type = rejected_call<pool_task_diagnosis<F, Args...>>;
+};
+template <class F, class... Args>
+requires pool_task<F, Args...>
+struct submit_return<F, Args...> {
+  using type = process_result<call_result_t<std::decay_t<F>&, std::decay_t<Args>&...>>;
+};
+} // namespace detail
 
 /// A pool of pre-forked worker processes.
 ///
@@ -146,34 +234,26 @@ public:
 
   /// Queues `f(args...)` to run in a worker and returns without waiting for
   /// one, with a process_result<R>, R being the call's result type without
-  /// cv. The callable and the arguments are copied as bytes (at most 1 KiB
-  /// together; more is a compile-time error). Tasks are handed to idle
-  /// workers in submission order. Throws std::invalid_argument
-  /// if `f`'s code was loaded after the pool started, std::logic_error once
+  /// cv. The callable and the arguments are copied when submit is called:
+  /// as their bytes when they are plain bytes that fit in 1 KiB, else in
+  /// their wire form (in the worker's slot up to 1 KiB, in a memfd above:
+  /// any size). Tasks are handed to idle workers in submission order.
+  /// Constraint: `f(args...)` is invocable; mandates pool_task, and the first
+  /// error line of a task that is not names submit, the type that cannot
+  /// cross and what to do instead. Throws std::invalid_argument if `f`'s
+  /// code was loaded after the pool started, std::logic_error once
   /// shutdown() has begun, std::system_error with errno if the memory for a
-  /// result above 1 KiB cannot be made (memfd_create, ftruncate, mmap),
+  /// large request or result cannot be made (memfd_create, ftruncate, mmap),
   /// std::bad_alloc.
   template <class F, class... Args>
-  requires pool_task<F, Args...>
-  [[nodiscard]] process_result<detail::call_result_t<std::decay_t<F>&, std::decay_t<Args>&...>> submit(F&& f,
-                                                                                                       Args&&... args) {
-    using R = detail::call_result_t<std::decay_t<F>&, std::decay_t<Args>&...>;
-    using payload = detail::pool_payload<std::decay_t<F>, std::decay_t<Args>...>;
-    static_assert(sizeof(payload) <= detail::pool_request_capacity,
-                  "process_pool::submit: the callable and its arguments must fit in 1 KiB together; pass "
-                  "large inputs another way (a file, a shared mapping made before the pool)");
-    // Its padding travels to the worker too: built in zeroed bytes, so the
-    // padding is usually zero rather than bytes of this stack (and does not
-    // look uninitialised to memcheck, which cannot see one process write
-    // what another then reads). Best effort: the optimiser may drop the
-    // zeroing, and std::tuple is not trivially copyable, so
-    // __builtin_clear_padding cannot be used on it.
-    alignas(payload) unsigned char bytes[sizeof(payload)] = {};
-    const payload& p = *::new (static_cast<void*>(bytes)) payload{std::forward<F>(f), {std::forward<Args>(args)...}};
-    std::size_t result_bytes = 0;
-    if constexpr (detail::stored_in_region<R>()) result_bytes = sizeof(R);
-    auto ticket = core_->submit(&detail::pool_invoke<R, payload>, result_bytes, &p, sizeof(p), code_address(p.f));
-    return detail::result_access::make<R>(std::move(ticket));
+  requires std::invocable < std::decay_t<F>
+  &, std::decay_t<Args>&... >
+         [[nodiscard]] typename detail::submit_return<F, Args...>::type submit(F&& f, Args&&... args) {
+    if constexpr (!pool_task<F, Args...>) {
+      return {}; // the return type reported it
+    } else {
+      return submit_task<std::decay_t<F>, std::decay_t<Args>...>(f, args...);
+    }
   }
 
   /// The number of worker slots, fixed at construction (a slot whose worker is
@@ -189,6 +269,43 @@ public:
   void shutdown() { core_->shutdown(); }
 
 private:
+  template <class F, class... Args, class FRef, class... ARefs>
+  process_result<detail::call_result_t<F&, Args&...>> submit_task(FRef& f, ARefs&... args) {
+    using R = detail::call_result_t<F&, Args&...>;
+    std::size_t result_bytes = 0;
+    if constexpr (detail::stored_in_region<R>()) result_bytes = sizeof(R);
+    auto ticket = core_->make_ticket(&detail::pool_invoke<R, F, Args...>, result_bytes, code_address(f));
+    if constexpr (detail::payload_as_bytes<F, Args...>) {
+      using payload = detail::pool_payload<F, Args...>;
+      // Its padding travels to the worker too: built in zeroed bytes, so the
+      // padding is usually zero rather than bytes of this stack (and does
+      // not look uninitialised to memcheck, which cannot see one process
+      // write what another then reads). Best effort: the optimiser may drop
+      // the zeroing, and std::tuple is not trivially copyable, so
+      // __builtin_clear_padding cannot be used on it.
+      alignas(payload) unsigned char bytes[sizeof(payload)] = {};
+      ::new (static_cast<void*>(bytes)) payload{f, {args...}};
+      std::memcpy(ticket->request.data(), bytes, sizeof(payload));
+      ticket->request_size = sizeof(payload);
+    } else {
+      detail::wire_writer counter;
+      detail::write_task(counter, f, args...);
+      const std::size_t n = counter.size();
+      unsigned char* out = ticket->request.data();
+      if (n > ticket->request.size()) {
+        ticket->args = detail::shared_region::memfd(n);
+        detail::populate_for_writing(ticket->args.data(), n);
+        out = static_cast<unsigned char*>(ticket->args.data());
+      } else {
+        ticket->request_size = n;
+      }
+      detail::wire_writer writer(out);
+      detail::write_task(writer, f, args...);
+    }
+    core_->enqueue(ticket);
+    return detail::result_access::make<R>(std::move(ticket));
+  }
+
   // Besides pool_invoke (instantiated where submit is called, so in the
   // same object as a lambda's code), a function pointer's own target must
   // be mapped in the workers.

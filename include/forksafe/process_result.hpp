@@ -29,6 +29,7 @@
 #include <memory>      // std::shared_ptr: the source
 #include <new>         // std::launder
 #include <optional>    // the error
+#include <string>      // a malformed value's defect
 #include <type_traits> // the storage
 #include <utility>     // std::exchange, std::move
 
@@ -54,6 +55,21 @@ struct inline_storage {
   alignas(T) unsigned char bytes[sizeof(T)];
 };
 struct no_storage {};
+/// A value read back from its wire form, on the heap: moving the handle
+/// moves a pointer, whatever T's own move costs.
+template <class T>
+struct decoded_storage {
+  std::unique_ptr<T> value;
+};
+
+/// The first line of the diagnostic for a process_result<T> whose T cannot
+/// cross (GCC shows the deleted function's name and template arguments on
+/// it; Clang, a static_assert's condition and message).
+template <class Culprit, class Within>
+void process_result_value_type_cannot_cross_a_process_boundary__use_plain_values_or_opt_your_struct_in_with_forksafe_members() =
+    delete;
+template <class Culprit, class Within>
+inline constexpr bool process_result_value_type_crosses_a_process_boundary = false;
 
 } // namespace detail
 
@@ -101,15 +117,30 @@ struct no_storage {};
 /// end with _exit and destroy nothing.
 template <class T>
 class [[nodiscard]] process_result {
-  static_assert(std::is_void_v<T> || trivially_serializable<T>,
-                "process_result<T>: T must be void or satisfy forksafe::trivially_serializable (its bytes "
-                "must be its value); see enable_trivially_serializable");
+  static constexpr bool crosses = std::is_void_v<T> || trivially_serializable<T>;
+  static consteval bool diagnose() {
+    if constexpr (!crosses) {
+#if defined(__clang__)
+      static_assert(detail::process_result_value_type_crosses_a_process_boundary<detail::culprit_t<T>, T>,
+                    "forksafe::process_result<T>: T cannot cross a process boundary; use plain values "
+                    "(numbers, std::string, std::vector, ...) or opt your struct in with forksafe_members()");
+#else
+      detail::
+          process_result_value_type_cannot_cross_a_process_boundary__use_plain_values_or_opt_your_struct_in_with_forksafe_members<
+              detail::culprit_t<T>, T>();
+#endif
+    }
+    return true;
+  }
+  static_assert(diagnose());
   static_assert(detail::result_alignment<T>() <= detail::max_result_alignment,
                 "process_result<T>: T is aligned to more than a page (4096 bytes), which the shared result "
                 "region cannot guarantee");
   static constexpr bool in_region = detail::stored_in_region<T>();
-  static constexpr bool in_handle = !std::is_void_v<T> && !in_region;
-  using storage_type = std::conditional_t<in_handle, detail::inline_storage<T>, detail::no_storage>;
+  static constexpr bool decoded = crosses && detail::needs_wire_form<T>;
+  static constexpr bool in_handle = !std::is_void_v<T> && !in_region && !decoded;
+  using storage_type = std::conditional_t<in_handle, detail::inline_storage<T>,
+                                          std::conditional_t<decoded, detail::decoded_storage<T>, detail::no_storage>>;
 
 public:
   /// The callable's result type, cv-unqualified; may be void.
@@ -120,7 +151,7 @@ public:
 
   /// Takes over `other`'s child and outcome; `other` becomes !valid().
   process_result(process_result&& other) noexcept
-      : source_(std::move(other.source_)), storage_(other.storage_), error_(std::move(other.error_)),
+      : source_(std::move(other.source_)), storage_(std::move(other.storage_)), error_(std::move(other.error_)),
         state_(std::exchange(other.state_, state::empty)) {}
 
   /// Takes over `other`'s child. A child this handle still had is killed and
@@ -128,7 +159,7 @@ public:
   process_result& operator=(process_result&& other) noexcept {
     if (this != &other) {
       source_ = std::move(other.source_); // kills and reaps the child this handle had
-      storage_ = other.storage_;
+      storage_ = std::move(other.storage_);
       error_ = std::move(other.error_);
       state_ = std::exchange(other.state_, state::empty);
     }
@@ -144,10 +175,12 @@ public:
   ~process_result() = default;
 
   /// Waits as wait() does (no limit but the timeout), then returns a
-  /// reference to the value, which lives in this handle (inline, or in the
-  /// shared mapping for a large T: a 64 MiB result is never copied onto a
-  /// stack) and stays valid until the handle is destroyed, assigned to or
-  /// moved from. Throws child_error if the child delivered no value (see the
+  /// reference to the value, which lives in this handle (inline; in the
+  /// shared mapping for a large T that crosses as its bytes, so a 64 MiB
+  /// array is never copied onto a stack; on the heap for a value read back
+  /// from its wire form, a std::string or a vector) and stays valid until the
+  /// handle is destroyed, assigned to or moved from. A value whose wire form
+  /// does not check out is an error: child_error malformed(). Throws child_error if the child delivered no value (see the
   /// table above), std::future_error(no_state) if !valid(), std::system_error
   /// if waiting itself failed (waitid with an errno other than EINTR/ECHILD).
   std::add_lvalue_reference_t<T> get() & {
@@ -156,9 +189,10 @@ public:
     if constexpr (!std::is_void_v<T>) return *value_pointer();
   }
 
-  /// As get() &, but returns the value itself: `fork_call(f).get()`. Refused
-  /// at compile time for a T larger than 1 MiB, which would land on the
-  /// caller's stack.
+  /// As get() &, but returns the value itself: `fork_call(f).get()`. A value
+  /// read back from its wire form is moved out, not copied (a 64 MiB vector
+  /// costs a pointer move). Refused at compile time for a T larger than
+  /// 1 MiB, which would land on the caller's stack.
   T get() && {
     if constexpr (std::is_void_v<T>) {
       get();
@@ -274,14 +308,27 @@ private:
   // the process ended.
   void finish() {
     const detail::result_source& s = *source_;
-    const detail::frame_view frame = detail::read_frame(s.frame.data(), s.frame_size, value_size(), in_region);
+    const detail::frame_view frame =
+        detail::read_frame(s.frame.data(), s.frame_size, detail::frame_expectation::of<T>());
     if (frame.valid && frame.kind != detail::frame_kind::threw) {
       if constexpr (in_handle) std::memcpy(storage_.bytes, frame.payload, sizeof(T));
+      if constexpr (decoded) {
+        std::string defect;
+        if (!decode(frame, defect)) {
+          fail_malformed(std::move(defect));
+          return;
+        }
+      }
       state_ = state::has_value;
       return;
     }
     if (frame.valid) {
       error_.emplace(detail::error_from_frame(frame, s.pid()));
+    } else if (s.frame_size != 0) {
+      // Bytes arrived, but not a frame that checks out.
+      fail_malformed("what arrived (" + std::to_string(s.frame_size) +
+                     " bytes) is not a result frame for this type: cut short, oversized or garbled");
+      return;
     } else if (s.cancelled) {
       child_error::details d;
       d.why = child_error::reason::cancelled;
@@ -292,16 +339,45 @@ private:
     state_ = state::failed;
   }
 
-  static constexpr std::size_t value_size() noexcept {
-    if constexpr (in_handle) {
-      return sizeof(T);
-    } else {
-      return 0;
+  void fail_malformed(std::string defect) {
+    child_error::details d;
+    d.why = child_error::reason::malformed;
+    d.pid = source_->pid();
+    // The reader names the type it found the defect in; say which value it was in.
+    const std::string whole = std::string(detail::type_name<T>()) + ":";
+    d.defect = defect.compare(0, whole.size(), whole) == 0 ? std::move(defect) : whole + " " + defect;
+    error_.emplace(std::move(d));
+    state_ = state::failed;
+  }
+
+  // Reads the value back from its wire form: in the frame, or in the memfd
+  // the frame names. False (and why) if it does not check out.
+  bool decode(const detail::frame_view& frame, std::string& defect) requires decoded {
+    detail::value_memfd_view view;
+    const unsigned char* data = frame.payload;
+    std::size_t size = frame.size;
+    if (frame.kind == detail::frame_kind::value_in_memfd) {
+      std::uint64_t claimed = 0;
+      std::memcpy(&claimed, frame.payload, sizeof claimed);
+      if (!view.open(source_->value_fd.get(), claimed, defect)) return false;
+      data = view.data();
+      size = view.size();
     }
+    detail::wire_reader in(data, size);
+    detail::wire_slot<T> slot;
+    if (!detail::read_wire(in, slot)) {
+      defect = in.defect();
+      return false;
+    }
+    storage_.value = std::make_unique<T>(std::move(slot.get()));
+    source_->value_fd.reset(); // its pages are freed now, not with the handle
+    return true;
   }
 
   T* value_pointer() noexcept requires(!std::is_void_v<T>) {
-    if constexpr (in_region) {
+    if constexpr (decoded) {
+      return storage_.value.get();
+    } else if constexpr (in_region) {
       return std::launder(static_cast<T*>(source_->region.data()));
     } else {
       return std::launder(reinterpret_cast<T*>(storage_.bytes));

@@ -28,6 +28,7 @@
 #include <csignal>   // SIGTERM
 #include <cstdlib>   // std::atexit, std::exit
 #include <cstring>   // std::memset
+#include <future>    // std::future: an argument that cannot cross
 #include <mutex>     // std::mutex: the negative controls; std::lock_guard
 #include <stdexcept> // std::runtime_error, std::logic_error
 #include <string>    // std::string: what must not cross
@@ -943,18 +944,21 @@ TEST_CASE("CPython test_deadlock test_crash_during_func_exec_on_worker, negative
 
 // Python's pickling failures (a task, argument or result that cannot be
 // pickled, or whose pickling crashes or exits) surface at run time, and used
-// to deadlock the executor. Here only plain data crosses, checked at compile
-// time: none of those tasks can be submitted.
+// to deadlock the executor. Here what crosses is checked at compile time:
+// plain data (strings and containers too) crosses, and what holds a lock, a
+// future or an address cannot be submitted.
 namespace {
 inline const std::string unpicklable = "x";
 } // namespace
-static_assert(!forksafe::pool_task<decltype([](std::string s) { return s.size(); }), std::string>,
+static_assert(!forksafe::pool_task<decltype([](int) { return 0; }), std::future<int>>,
               "test_error_at_task_pickle: an argument that is not plain data");
-static_assert(!forksafe::pool_task<decltype([] { return std::string("result"); })>,
+static_assert(!forksafe::pool_task<decltype([] { return std::vector<std::future<int>>(); })>,
               "test_error_during_result_pickle_on_worker: a result that is not plain data");
-static_assert(!forksafe::pool_task<decltype([] { return std::vector<int>(); })>, "a container result");
+static_assert(forksafe::pool_task<decltype([] { return std::vector<std::string>(); })>, "a list of strings crosses");
+static_assert(forksafe::pool_task<decltype([](std::string s) { return s.size(); }), std::string>,
+              "a string argument crosses");
 static_assert(!forksafe::pool_task<decltype([s = unpicklable] { return s.size(); })>,
-              "a callable that captures what is not plain data");
+              "a callable that captures what is not plain bytes (pass it as an argument)");
 static_assert(!forksafe::pool_task<decltype([] { return std::mutex(); })>, "a lock result (not copyable at all)");
 static_assert(!forksafe::trivially_serializable<std::mutex>, "can't pickle _thread.lock objects");
 static_assert(forksafe::pool_task<decltype([](int a) { return std::array<int, 4>{a}; }), int>, "plain data crosses");

@@ -14,6 +14,7 @@
 
 #include <sys/socket.h> // sendmsg, recvmsg, CMSG_*
 #include <sys/uio.h>    // iovec
+#include <unistd.h>     // close
 
 namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
@@ -34,9 +35,10 @@ struct fd_message {
   fd_message& operator=(const fd_message&) = delete;
 };
 
-/// Sends `fd` over a unix socket.
-inline bool send_fd(int socket, int fd) noexcept {
+/// Sends `fd` over a unix socket, with a one-byte `tag`.
+inline bool send_fd(int socket, int fd, unsigned char tag = 0) noexcept {
   fd_message m;
+  m.byte = static_cast<char>(tag);
   cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
@@ -49,18 +51,41 @@ inline bool send_fd(int socket, int fd) noexcept {
   return n == 1;
 }
 
-/// Receives a descriptor sent with send_fd; -1 on failure.
-inline int receive_fd(int socket) noexcept {
+/// Receives a descriptor sent with send_fd; -1 on failure. `flags`:
+/// MSG_DONTWAIT not to wait for one. `tag`, if given, receives its tag (a
+/// message without a descriptor yields -1 and its tag).
+inline int receive_fd(int socket, int flags = 0, unsigned char* tag = nullptr) noexcept {
   fd_message m;
   ssize_t n;
   do {
-    n = ::recvmsg(socket, &m.msg, MSG_CMSG_CLOEXEC);
+    n = ::recvmsg(socket, &m.msg, MSG_CMSG_CLOEXEC | flags);
   } while (n < 0 && errno == EINTR);
+  if (n == 1 && tag != nullptr) *tag = static_cast<unsigned char>(m.byte);
   cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
-  if (n != 1 || c == nullptr || c->cmsg_type != SCM_RIGHTS) return -1;
+  if (n != 1 || c == nullptr || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+      c->cmsg_len != CMSG_LEN(sizeof(int))) {
+    return -1;
+  }
   int fd;
   std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
   return fd;
+}
+
+/// The descriptor sent with `tag`, if it is there (never waits), or -1: one
+/// left over from an earlier message (a task in a worker that sent
+/// descriptors of its own) is closed and skipped, a bounded number of times.
+inline int receive_tagged_fd(int socket, unsigned char tag) noexcept {
+  for (int tries = 0; tries < 64; ++tries) {
+    unsigned char got = 0;
+    const int fd = receive_fd(socket, MSG_DONTWAIT, &got);
+    if (fd >= 0 && got == tag) return fd;
+    if (fd >= 0) {
+      ::close(fd);
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      break;
+    }
+  }
+  return -1;
 }
 
 } // namespace forksafe::detail

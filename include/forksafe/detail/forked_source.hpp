@@ -41,6 +41,16 @@
 
 namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 
+/// fork_call's child's store for a large wire form: the memfd its parent
+/// made before the fork.
+struct child_value_store {
+  static constexpr bool ends_process = true;
+  int fd = -1;
+  value_memfd_writer writer;
+  unsigned char* reserve(std::size_t bytes) { return writer.map(fd, bytes); }
+  void commit() noexcept { writer.seal(); }
+};
+
 /// Makes the result pipe, both ends close-on-exec and non-blocking. Throws
 /// std::system_error with errno (EMFILE, ENFILE) and then holds nothing.
 inline void make_result_pipe(unique_fd& read_end, unique_fd& write_end) {
@@ -71,12 +81,13 @@ public:
   /// (the pipe, the mapping, fork itself).
   template <class T, class Call>
   void start(Call& call, std::optional<std::chrono::nanoseconds> timeout, bool own_process_group) {
-    value_size_ = value_bytes<T>();
-    in_region_ = stored_in_region<T>();
+    expected_ = frame_expectation::of<T>();
     unique_fd read_end;
     unique_fd write_end;
     make_result_pipe(read_end, write_end);
     if constexpr (stored_in_region<T>()) region = shared_region(sizeof(T));
+    if constexpr (needs_wire_form<T>) value_fd = make_value_memfd("forksafe::fork_call");
+    const int value_memfd = value_fd.get();
     const auto started = std::chrono::steady_clock::now();
     void* const data = region.data();
     const std::size_t data_size = region.size();
@@ -85,11 +96,15 @@ public:
     spawn.own_process_group = own_process_group;
     deadline_ = timeout ? deadline_after(started, *timeout) : std::chrono::steady_clock::time_point::max();
     spawn.prepare_deadline = deadline_;
-    const auto in_child = [&call, data, data_size, fd]() noexcept { return run_call<T>(call, data, data_size, fd); };
+    const auto in_child = [&call, data, data_size, fd, value_memfd]() noexcept {
+      child_value_store store{value_memfd, {}};
+      return run_call<T>(call, data, data_size, store, fd);
+    };
     try {
       child_ = child_process::spawn(in_child, spawn);
     } catch (const fork_unprepared& e) {
       region.reset();
+      value_fd.reset();
       child_error::details d;
       d.why = child_error::reason::prepare_timed_out;
       char text[1024];
@@ -145,15 +160,6 @@ public:
   [[nodiscard]] std::chrono::steady_clock::time_point deadline() const noexcept override { return deadline_; }
 
 private:
-  template <class T>
-  static constexpr std::size_t value_bytes() {
-    if constexpr (std::is_void_v<T>) {
-      return 0;
-    } else {
-      return sizeof(T);
-    }
-  }
-
   // Reads the frame if it is there, once; true once a frame that checks out
   // arrived (one atomic write: all of it or nothing).
   bool collect() noexcept {
@@ -166,7 +172,7 @@ private:
         frame_size = n;
       }
     }
-    return frame_size != 0 && read_frame(frame.data(), frame_size, value_size_, in_region_).valid;
+    return frame_size != 0 && read_frame(frame.data(), frame_size, expected_).valid;
   }
 
   void finish(const child_status& s) noexcept {
@@ -178,8 +184,7 @@ private:
   unique_fd result_fd_;
   std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
   std::chrono::steady_clock::time_point forked_at_{};
-  std::size_t value_size_ = 0;
-  bool in_region_ = false;
+  frame_expectation expected_{};
   bool done_ = false;
   bool drained_ = false; // the frame (or garbage) was read: read no more
   bool hung_up_ = false; // every write end is closed

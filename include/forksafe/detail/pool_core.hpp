@@ -64,8 +64,10 @@ struct pool_ticket final : result_source {
   std::shared_ptr<pool_core> core;    // what waits for it, kills it, signals it
   pool_invoke_fn invoke = nullptr;
   std::size_t request_size = 0;
-  std::size_t result_bytes = 0;                             // > 0: the result is built in `region`
-  std::array<unsigned char, pool_request_capacity> request; // only request_size bytes are meaningful
+  std::size_t result_bytes = 0; // > 0: the result is built in `region`
+  alignas(wire_alignment)
+      std::array<unsigned char, pool_request_capacity> request; // only request_size bytes are meaningful
+  shared_region args; // a request larger than `request`, in a memfd sent to the worker
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   std::chrono::steady_clock::time_point assigned_at{}; // handed to its worker
   unique_fd event_fd;                                  // made on demand for native_handle()
@@ -100,8 +102,9 @@ public:
 
   [[nodiscard]] std::size_t size() const noexcept { return workers_.size(); }
 
-  std::shared_ptr<pool_ticket> submit(pool_invoke_fn invoke, std::size_t result_bytes, const void* payload,
-                                      std::size_t payload_size, const void* code) {
+  /// A task not yet queued: fill in its request (ticket->request, or a
+  /// memfd in ticket->args), then enqueue() it.
+  std::shared_ptr<pool_ticket> make_ticket(pool_invoke_fn invoke, std::size_t result_bytes, const void* code) {
     if (!owner_.here()) {
       throw std::logic_error("forksafe::process_pool::submit: called in a process forked from the pool's "
                              "owner; the workers belong to the owner");
@@ -111,15 +114,16 @@ public:
     auto t = std::make_shared<pool_ticket>();
     t->core = shared_from_this();
     t->invoke = invoke;
-    t->request_size = payload_size;
-    std::memcpy(t->request.data(), payload, payload_size);
     t->result_bytes = result_bytes;
     if (result_bytes != 0) t->region = shared_region::memfd(result_bytes);
+    return t;
+  }
+
+  void enqueue(const std::shared_ptr<pool_ticket>& t) {
     std::lock_guard lock(mutex_);
     if (stopping_) throw std::logic_error("forksafe::process_pool::submit: the pool has been shut down");
     queue_.push_back(t);
     dispatch();
-    return t;
   }
 
   /// Waits until `t`'s outcome is known or `until`; true if known.
@@ -275,9 +279,13 @@ private:
     pool_slot& sl = slot(i);
     sl.op = pool_op::run;
     sl.invoke = t->invoke;
+    sl.request_size = static_cast<std::uint32_t>(t->request_size);
     std::memcpy(sl.request, t->request.data(), t->request_size);
+    sl.args_size = t->args.size();
     sl.region_size = static_cast<std::uint32_t>(t->result_bytes != 0 ? t->region.size() : 0);
-    if (sl.region_size != 0 && !send_fd(w.socket.get(), t->region.fd())) {
+    const int sock = w.socket.get();
+    if ((sl.args_size != 0 && !send_fd(sock, t->args.fd())) ||
+        (sl.region_size != 0 && !send_fd(sock, t->region.fd()))) {
       // The worker is gone, or its socket is (a task closed it): tell it to
       // exit (the supervisor replaces it) and requeue the task, once; a
       // second failure is not the worker's doing: fail the task (lost).
@@ -334,6 +342,12 @@ private:
     pool_ticket& t = *w.task;
     t.frame_size = std::min<std::size_t>(sl.response_size, t.frame.size());
     std::memcpy(t.frame.data(), sl.response, t.frame_size);
+    if (t.frame_size >= sizeof(frame_header)) {
+      frame_header h;
+      std::memcpy(&h, t.frame.data(), sizeof h);
+      if (h.kind == frame_kind::value_in_memfd)
+        t.value_fd = unique_fd(receive_tagged_fd(w.socket.get(), value_fd_tag(seq)));
+    }
     t.status = child_status{child_status::kind::exited, 0}; // the worker lives
     finish(t);
     w.task.reset();

@@ -15,14 +15,21 @@
 #include "futex.hpp"
 #include "owner_process.hpp"
 #include "result_frame.hpp"
+#include "shared_region.hpp"
+#include "unique_fd.hpp"
+#include "wire.hpp"
 
-#include <atomic>  // the slot's sequence words
-#include <climits> // INT_MAX
-#include <cstddef> // std::size_t
-#include <cstdint> // std::uint32_t
-#include <cstring> // std::memcpy
-#include <new>     // std::launder
-#include <tuple>   // the arguments
+#include <atomic>       // the slot's sequence words
+#include <climits>      // INT_MAX
+#include <cstddef>      // std::size_t
+#include <cstdint>      // std::uint32_t
+#include <cstring>      // std::memcpy
+#include <functional>   // std::invoke
+#include <new>          // std::launder
+#include <stdexcept>    // arguments that arrive malformed
+#include <string>       // their defect
+#include <system_error> // a large result that cannot be sent
+#include <tuple>        // the arguments
 
 #include <fcntl.h>    // F_DUPFD_CLOEXEC: a worker's copy of its own descriptors
 #include <sys/mman.h> // mmap: a large result's memfd
@@ -48,8 +55,20 @@ inline constexpr std::size_t pool_request_capacity = 1024;
 enum class pool_op : std::uint32_t { run = 1, exit = 2 };
 
 struct pool_slot;
-using pool_invoke_fn = void (*)(const unsigned char* request, void* region, std::size_t region_size, pool_slot& slot,
-                                owner_process worker) noexcept;
+
+/// What a worker hands the task it runs.
+struct pool_call {
+  const unsigned char* request; ///< the callable and arguments: in the slot,
+  std::size_t request_size;     ///< or, when args_size != 0, in
+  const unsigned char* args;    ///< a memfd the parent sent
+  std::size_t args_size;
+  void* region; ///< a large result that crosses as bytes is built here
+  std::size_t region_size;
+  pool_slot& slot;
+  int socket; ///< where a large wire-form result's memfd goes
+  owner_process worker;
+};
+using pool_invoke_fn = void (*)(pool_call& call) noexcept;
 
 /// One worker's mailbox, in the shared mapping.
 struct alignas(64) pool_slot {
@@ -59,27 +78,113 @@ struct alignas(64) pool_slot {
   std::atomic<std::uint32_t> parent_waiting{0}; // threads of the parent waiting on response_seq
   pool_op op = pool_op::run;
   pool_invoke_fn invoke = nullptr;
-  std::uint32_t region_size = 0; // non-zero: a memfd for the result follows on the socket
+  std::uint32_t region_size = 0;  // non-zero: a memfd for the result follows on the socket
+  std::uint32_t request_size = 0; // bytes of `request` that are meaningful
+  std::uint64_t args_size = 0;    // non-zero: the request is in a memfd that comes first on the socket
   std::uint32_t response_size = 0;
   alignas(64) unsigned char request[pool_request_capacity];
   alignas(64) unsigned char response[frame_capacity];
 };
 
-/// Runs a task in a worker: rebuilds the payload from its bytes and puts the
-/// outcome's frame in the slot, as fork_call's child writes it to its pipe.
-/// A process the task forked that comes back here writes nothing.
-template <class R, class Payload>
-void pool_invoke(const unsigned char* request, void* region, std::size_t region_size, pool_slot& slot,
-                 owner_process worker) noexcept {
-  alignas(Payload) unsigned char storage[sizeof(Payload)];
-  std::memcpy(storage, request, sizeof(Payload));
-  Payload& p = *std::launder(reinterpret_cast<Payload*>(storage));
-  auto call = [&]() -> decltype(auto) { return std::apply(p.f, p.args); };
-  produce_frame<R>(call, region, region_size, [&slot, worker](auto& frame) noexcept {
-    if (!worker.here()) return; // a process the task forked came back here
-    slot.response_size = static_cast<std::uint32_t>(frame.size());
-    std::memcpy(slot.response, frame.data(), frame.size());
-  });
+/// A callable crosses as its bytes when it is a function pointer (the worker
+/// is a fork of the parent: the code is at the same address) or a type that
+/// crosses as bytes (a lambda capturing plain values); otherwise (a struct
+/// listing its members) in its wire form.
+template <class F>
+inline constexpr bool
+    callable_as_bytes = (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) || crosses_as_bytes<F>;
+
+/// Whether a task's callable and arguments travel as their bytes (else in
+/// their wire form, detail/wire.hpp).
+template <class F, class... Args>
+inline constexpr bool payload_as_bytes = callable_as_bytes<F> && (crosses_as_bytes<Args> && ...) &&
+                                         sizeof(pool_payload<F, Args...>) <= pool_request_capacity;
+
+template <class F>
+void write_callable(wire_writer& out, const F& f) {
+  if constexpr (callable_as_bytes<F>) {
+    out.put(&f, sizeof f);
+  } else {
+    write_value(out, f);
+  }
+}
+template <class F>
+bool read_callable(wire_reader& in, wire_slot<F>& f) {
+  if constexpr (callable_as_bytes<F>) {
+    const unsigned char* p = in.take(sizeof(F), "the callable");
+    if (p != nullptr) f.adopt_bytes(p);
+    return p != nullptr;
+  } else {
+    return read_value(in, f);
+  }
+}
+
+/// The wire form of a task: the callable, then each argument.
+template <class F, class... Args>
+void write_task(wire_writer& out, const F& f, const Args&... args) {
+  write_callable(out, f);
+  (write_value(out, args), ...);
+}
+
+/// A worker's store for a large wire-form result: a memfd of its own, sent
+/// to the parent over the socket (tagged with the response's sequence
+/// number) before the answer is published.
+struct worker_value_store {
+  static constexpr bool ends_process = false;
+  int socket;
+  std::uint8_t tag;
+  unique_fd fd{};
+  value_memfd_writer writer{};
+  unsigned char* reserve(std::size_t bytes) {
+    fd = make_value_memfd("forksafe::process_pool worker");
+    return writer.map(fd.get(), bytes);
+  }
+  void commit() {
+    writer.seal();
+    if (!send_fd(socket, fd.get(), tag)) {
+      throw std::system_error(errno, std::generic_category(),
+                              "forksafe::process_pool worker: could not send a large result's memfd (sendmsg)");
+    }
+  }
+};
+
+/// The tag a worker's memfd for response number `seq` carries.
+inline std::uint8_t value_fd_tag(std::uint32_t seq) noexcept { return static_cast<std::uint8_t>(seq & 0xFFU); }
+
+/// Runs a task in a worker: rebuilds the callable and arguments (from their
+/// bytes or their wire form) and puts the outcome's frame in the slot, as
+/// fork_call's child writes it to its pipe. A process the task forked that
+/// comes back here writes nothing.
+template <class R, class F, class... Args>
+void pool_invoke(pool_call& c) noexcept {
+  using payload = pool_payload<F, Args...>;
+  worker_value_store store{c.socket, value_fd_tag(c.slot.response_seq.load(std::memory_order_relaxed) + 1U)};
+  const auto answer = [&c](auto& frame) noexcept {
+    if (!c.worker.here()) return; // a process the task forked came back here
+    c.slot.response_size = static_cast<std::uint32_t>(frame.size());
+    std::memcpy(c.slot.response, frame.data(), frame.size());
+  };
+  if constexpr (payload_as_bytes<F, Args...>) {
+    alignas(payload) unsigned char storage[sizeof(payload)];
+    std::memcpy(storage, c.request, sizeof(payload));
+    payload& p = *std::launder(reinterpret_cast<payload*>(storage));
+    auto call = [&]() -> decltype(auto) { return std::apply(p.f, p.args); };
+    produce_frame<R>(call, c.region, c.region_size, store, answer);
+  } else {
+    auto call = [&c]() -> decltype(auto) {
+      wire_reader in(c.args_size != 0 ? c.args : c.request, c.args_size != 0 ? c.args_size : c.request_size);
+      wire_slot<F> f;
+      std::tuple<wire_slot<Args>...> args;
+      const bool ok =
+          read_callable(in, f) && std::apply([&in](auto&... a) { return (read_value(in, a) && ...); }, args);
+      if (!ok || in.left() != 0) {
+        throw std::runtime_error("forksafe::process_pool worker: the task's arguments arrived malformed: " +
+                                 (ok ? std::string("bytes left over") : in.defect()));
+      }
+      return std::apply([&f](auto&... a) -> decltype(auto) { return std::invoke(f.get(), a.get()...); }, args);
+    };
+    produce_frame<R>(call, c.region, c.region_size, store, answer);
+  }
 }
 
 /// One of a worker's own descriptors, and a way to tell later whether the
@@ -148,10 +253,21 @@ inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t pa
     seen = now;
     if (slot.op == pool_op::exit) return 0;
     const std::size_t region_size = slot.region_size;
+    const auto args_size = static_cast<std::size_t>(slot.args_size);
     // A task before this one closed the socket (or put something else at its
     // number): leave this request untaken; the pool gives it to a replacement.
-    if (region_size != 0 && !own_socket.intact()) return 0;
+    if ((region_size != 0 || args_size != 0) && !own_socket.intact()) return 0;
     slot.taken_seq.store(now, std::memory_order_release); // from here on, a death fails this task
+    void* args = nullptr;
+    if (args_size != 0) {
+      const int fd = receive_fd(socket);
+      if (fd >= 0) {
+        void* p = ::mmap(nullptr, args_size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+        args = p == MAP_FAILED ? nullptr : p;
+        ::close(fd);
+      }
+      if (args == nullptr) return child_error::undelivered_exit_code;
+    }
     void* region = nullptr;
     if (region_size != 0) {
       const int fd = receive_fd(socket);
@@ -162,9 +278,19 @@ inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t pa
       }
       if (region == nullptr) return child_error::undelivered_exit_code;
     }
-    slot.invoke(slot.request, region, region_size, slot, self);
+    pool_call call{slot.request,
+                   slot.request_size,
+                   static_cast<const unsigned char*>(args),
+                   args_size,
+                   region,
+                   region_size,
+                   slot,
+                   socket,
+                   self};
+    slot.invoke(call);
     if (!self.here()) return 0; // a process the task forked came back here: only the worker answers
     if (region != nullptr) ::munmap(region, region_size);
+    if (args != nullptr) ::munmap(args, args_size);
     slot.response_seq.fetch_add(1, std::memory_order_seq_cst);
     if (slot.parent_waiting.load(std::memory_order_seq_cst) != 0) {
       futex_wake(slot.response_seq, INT_MAX, true); // the caller collects it: no descriptor involved

@@ -2,13 +2,17 @@
 //
 // forksafe/detail/result_frame.hpp: how a child's outcome travels to its
 // parent, both sides: the frame (a small value, "the value is in the shared
-// mapping", or an exception's type and what()), written by fork_call's child
-// and by pool workers, read by the parent's process_result.
+// mapping", "the value's wire form is in a memfd", or an exception's type
+// and what()), written by fork_call's child and by pool workers, read by the
+// parent's process_result.
 //
 // A frame is at most PIPE_BUF bytes, so one write() puts all of it in an
-// empty pipe at once and the child never blocks on a full pipe; a value
-// larger than inline_result_limit (or over-aligned) is built in place, by
-// guaranteed copy elision, in a shared mapping instead.
+// empty pipe at once and the child never blocks on a full pipe. A value that
+// crosses as its bytes and is larger than inline_result_limit (or
+// over-aligned) is built in place, by guaranteed copy elision, in a shared
+// mapping instead; a value written in its wire form (detail/wire.hpp) whose
+// form is larger goes into a memfd, sealed against shrinking before the
+// parent reads it.
 
 #ifndef FORKSAFE_DETAIL_RESULT_FRAME_HPP
 #define FORKSAFE_DETAIL_RESULT_FRAME_HPP
@@ -17,10 +21,12 @@
 #include "config.hpp"
 #include "owner_process.hpp"
 #include "stdio_around_fork.hpp"
+#include "wire.hpp"
 
 #include <algorithm>   // std::max
 #include <cerrno>      // errno, EINTR, EAGAIN
 #include <climits>     // PIPE_BUF
+#include <concepts>    // the store
 #include <cstddef>     // std::size_t
 #include <cstdint>     // the header's fields
 #include <cstdlib>     // std::free: __cxa_demangle's buffer
@@ -58,7 +64,7 @@ inline constexpr std::size_t by_value_result_limit = std::size_t{1} << 20;
 inline constexpr std::size_t frame_payload_offset = 64;
 inline constexpr std::uint32_t frame_magic = 0x666b636cU; // "fkcl"
 inline constexpr std::uint32_t frame_what_truncated = 1U;
-enum class frame_kind : std::uint32_t { value = 1, value_in_region = 2, threw = 3 };
+enum class frame_kind : std::uint32_t { value = 1, value_in_region = 2, threw = 3, value_in_memfd = 4 };
 struct frame_header {
   std::uint32_t magic;
   frame_kind kind;
@@ -87,7 +93,7 @@ consteval std::size_t result_alignment() {
 
 template <class T>
 consteval bool stored_in_region() {
-  if constexpr (std::is_void_v<T>) {
+  if constexpr (std::is_void_v<T> || needs_wire_form<T>) {
     return false;
   } else {
     return sizeof(T) > inline_result_limit || alignof(T) > frame_payload_offset;
@@ -133,6 +139,12 @@ public:
 
   void set_value(std::size_t size) noexcept { set_header(frame_kind::value, size, 0, 0); }
   void set_value_in_region() noexcept { set_header(frame_kind::value_in_region, 0, 0, 0); }
+  /// The value's wire form, `size` bytes, is in the memfd the store made.
+  void set_value_in_memfd(std::uint64_t size) noexcept {
+    static_assert(PayloadCapacity >= sizeof size, "the frame must have room for the wire form's size");
+    std::memcpy(buffer_ + frame_payload_offset, &size, sizeof size);
+    set_header(frame_kind::value_in_memfd, sizeof size, 0, 0);
+  }
 
   /// Records the exception being handled: its mangled type name and, for a
   /// std::exception, what(). Precondition: called inside a catch handler.
@@ -203,6 +215,8 @@ template <class T>
 consteval std::size_t value_payload_capacity() {
   if constexpr (std::is_void_v<T> || stored_in_region<T>()) {
     return 0;
+  } else if constexpr (needs_wire_form<T>) {
+    return inline_result_limit;
   } else {
     return sizeof(T);
   }
@@ -228,17 +242,56 @@ FORKSAFE_NOINLINE auto sink_current_exception(Sink& sink) noexcept {
   return sink(frame);
 }
 
+/// Where a child puts a wire form too large for its frame: `reserve(n)`
+/// returns n writable bytes, wire_alignment-aligned (or throws
+/// std::system_error), `commit()` hands them over once written.
+/// `ends_process`: the process ends right after delivering (fork_call's
+/// child), so the value itself need not be destroyed.
+template <class Store>
+concept large_value_store = requires(Store& s, std::size_t n) {
+  { s.reserve(n) } -> std::same_as<unsigned char*>;
+  s.commit();
+  { Store::ends_process } -> std::convertible_to<bool>;
+};
+
+/// Writes the wire form of `value` into the frame if it fits, else into the
+/// store.
+template <std::size_t N, class T, class Store>
+void deliver_wire_form(frame_writer<N>& frame, const T& value, Store& store) {
+  const std::size_t n = wire_size(value);
+  if (n <= inline_result_limit) {
+    write_wire(static_cast<unsigned char*>(frame.value_slot()), value);
+    frame.set_value(n);
+  } else {
+    write_wire(store.reserve(n), value);
+    store.commit();
+    frame.set_value_in_memfd(n);
+  }
+}
+
 /// Runs the call under a catch-all and hands `sink` the outcome's frame: the
-/// value built in place (in the frame, or in `region` for a large T), or
-/// what was thrown. Never unwinds. Shared by fork_call's child and
-/// process_pool's workers.
-template <class T, class Call, class Sink>
-auto produce_frame(Call& call, void* region, std::size_t region_size, Sink&& sink) noexcept {
+/// value built in place (in the frame, or in `region` for a large T that
+/// crosses as bytes), its wire form (in the frame, or in the store), or what
+/// was thrown. Never unwinds. Shared by fork_call's child and process_pool's
+/// workers.
+template <class T, class Call, class Store, class Sink>
+auto produce_frame(Call& call, void* region, std::size_t region_size, Store& store, Sink&& sink) noexcept {
   frame_writer<value_payload_capacity<T>()> frame;
   try {
     if constexpr (std::is_void_v<T>) {
       call();
       frame.set_value(0);
+    } else if constexpr (needs_wire_form<T>) {
+      static_assert(large_value_store<Store>);
+      if constexpr (Store::ends_process) {
+        // Never destroyed: the process ends with _exit once the frame is out,
+        // and freeing a million strings first would only delay the parent.
+        wire_slot<T>* const kept = ::new wire_slot<T>;
+        deliver_wire_form(frame, kept->emplace(call()), store);
+      } else {
+        const T value = call();
+        deliver_wire_form(frame, value, store);
+      }
     } else if constexpr (stored_in_region<T>()) {
       populate_for_writing(region, region_size);
       ::new (region) T(call()); // guaranteed elision: the callable's result is built here
@@ -265,10 +318,10 @@ auto produce_frame(Call& call, void* region, std::size_t region_size, Sink&& sin
 
 /// The child's whole life after fork(): produce the frame, flush, write it
 /// to the pipe. Returns the exit code child_process::spawn passes to _exit.
-template <class T, class Call>
-int run_call(Call& call, void* region, std::size_t region_size, int fd) noexcept {
+template <class T, class Call, class Store>
+int run_call(Call& call, void* region, std::size_t region_size, Store& store, int fd) noexcept {
   const auto self = owner_process::current();
-  return produce_frame<T>(call, region, region_size,
+  return produce_frame<T>(call, region, region_size, store,
                           [self, fd](auto& frame) noexcept { return deliver(frame, self, fd); });
 }
 
@@ -318,9 +371,28 @@ struct frame_view {
   bool what_truncated = false;
 };
 
-/// Checks `n` bytes at `buf` as a frame for a value of `value_size` bytes
-/// (0 for void), or one kept in the shared mapping (`in_region`).
-inline frame_view read_frame(const unsigned char* buf, std::size_t n, std::size_t value_size, bool in_region) noexcept {
+/// What a frame must say to be a value of the expected type.
+struct frame_expectation {
+  std::size_t value_size = 0; ///< a value that crosses as bytes, inline: its size (0 for void)
+  bool in_region = false;     ///< one built in the shared mapping
+  bool wire = false;          ///< one sent in its wire form: inline (at most inline_result_limit) or in a memfd
+
+  template <class T>
+  static constexpr frame_expectation of() noexcept {
+    frame_expectation e;
+    if constexpr (needs_wire_form<T>) {
+      e.wire = true;
+    } else if constexpr (stored_in_region<T>()) {
+      e.in_region = true;
+    } else if constexpr (!std::is_void_v<T>) {
+      e.value_size = sizeof(T);
+    }
+    return e;
+  }
+};
+
+/// Checks `n` bytes at `buf` as a frame for the value `expected`.
+inline frame_view read_frame(const unsigned char* buf, std::size_t n, const frame_expectation& expected) noexcept {
   frame_view v;
   if (n < frame_payload_offset) return v;
   frame_header h;
@@ -330,8 +402,11 @@ inline frame_view read_frame(const unsigned char* buf, std::size_t n, std::size_
   v.payload = buf + frame_payload_offset;
   v.size = h.size;
   switch (h.kind) {
-  case frame_kind::value: v.valid = !in_region && h.size == value_size; break;
-  case frame_kind::value_in_region: v.valid = in_region && h.size == 0; break;
+  case frame_kind::value:
+    v.valid = expected.wire ? h.size <= inline_result_limit : !expected.in_region && h.size == expected.value_size;
+    break;
+  case frame_kind::value_in_region: v.valid = expected.in_region && h.size == 0; break;
+  case frame_kind::value_in_memfd: v.valid = expected.wire && h.size == sizeof(std::uint64_t); break;
   case frame_kind::threw:
     v.type_size = h.type_size;
     v.what_truncated = (h.flags & frame_what_truncated) != 0;

@@ -13,6 +13,8 @@
 #include "config.hpp"
 #include "result_frame.hpp"
 #include "shared_region.hpp"
+#include "unique_fd.hpp"
+#include "wire.hpp"
 
 #include <array>    // the frame
 #include <chrono>   // deadlines, durations
@@ -50,9 +52,9 @@ public:
   }
 
   // ---- the outcome -----------------------------------------------------------
-  std::array<unsigned char, frame_capacity + 1>
-      frame;                  ///< frame_size bytes are meaningful (+1: an oversized frame shows)
-  std::size_t frame_size = 0; ///< 0: no frame arrived; see status
+  alignas(wire_alignment) std::array<
+      unsigned char, frame_capacity + 1> frame; ///< frame_size bytes are meaningful (+1: an oversized frame shows)
+  std::size_t frame_size = 0;                   ///< 0: no frame arrived; see status
   child_status status{};
   bool killed_for_timeout = false;           ///< forksafe killed it: its timeout passed
   std::chrono::nanoseconds ran_for{-1};      ///< killed_for_timeout: how long it ran
@@ -60,6 +62,7 @@ public:
   bool cancelled = false;                    ///< never ran (a pool task still queued at shutdown)
   std::optional<child_error> not_started;    ///< no child was made (its fork could not be prepared in time)
   shared_region region;                      ///< a large result, built here
+  unique_fd value_fd;                        ///< a large wire form arrives in this memfd
 };
 
 /// The child_error for a child that delivered no frame and ended as `status`.

@@ -2,7 +2,9 @@
 //
 // forksafe/detail/shared_region.hpp: a shared mapping made before fork() (or
 // from a memfd, to pass to a process forked earlier), where a child builds a
-// large result its parent then reads in place.
+// large result its parent then reads in place; and the memfd a large wire
+// form travels in (written by one process, sealed, read by another that
+// trusts none of it).
 
 #ifndef FORKSAFE_DETAIL_SHARED_REGION_HPP
 #define FORKSAFE_DETAIL_SHARED_REGION_HPP
@@ -13,11 +15,14 @@
 
 #include <cerrno>       // errno
 #include <cstddef>      // std::size_t
+#include <cstdint>      // std::uint64_t
 #include <string>       // error texts
 #include <system_error> // std::system_error
 #include <utility>      // std::exchange
 
+#include <fcntl.h>    // F_ADD_SEALS
 #include <sys/mman.h> // mmap, munmap, madvise, memfd_create
+#include <sys/stat.h> // fstat: what a memfd holds
 #include <unistd.h>   // sysconf, ftruncate
 
 namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
@@ -122,6 +127,122 @@ private:
   std::size_t size_ = 0;
   owner_process owner_;
   unique_fd fd_;
+};
+
+/// A memfd for a wire form whose size is known only once the value exists:
+/// made by the process that will read it (fork_call's parent, before the
+/// fork) or by the one that writes it (a pool worker, which then sends it).
+/// Sealable. Throws std::system_error with errno.
+inline unique_fd make_value_memfd(const char* who) {
+  unique_fd fd(::memfd_create("forksafe-value", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd) {
+    throw std::system_error(errno, std::generic_category(), std::string(who) + ": memfd_create for a value failed");
+  }
+  return fd;
+}
+
+/// The writing side of a value memfd: sizes it, maps it, and, once the value
+/// is written, unmaps it and seals it, so that nothing can shrink, grow or
+/// change it while the other side reads.
+class value_memfd_writer {
+public:
+  value_memfd_writer() noexcept = default;
+  value_memfd_writer(const value_memfd_writer&) = delete;
+  value_memfd_writer& operator=(const value_memfd_writer&) = delete;
+  ~value_memfd_writer() { unmap(); }
+
+  /// `bytes` writable bytes of `fd`, page-aligned. Throws std::system_error.
+  unsigned char* map(int fd, std::size_t bytes) {
+    if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+      throw std::system_error(errno, std::generic_category(),
+                              "forksafe: could not size the memfd for a " + std::to_string(bytes) +
+                                  "-byte value (ftruncate)");
+    }
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+      throw std::system_error(errno, std::generic_category(),
+                              "forksafe: could not map the memfd for a " + std::to_string(bytes) +
+                                  "-byte value (mmap)");
+    }
+    data_ = p;
+    size_ = bytes;
+#if defined(MADV_POPULATE_WRITE)
+    ::madvise(data_, size_, MADV_POPULATE_WRITE); // one call instead of a fault per page; best effort
+#endif
+    fd_ = fd;
+    return static_cast<unsigned char*>(p);
+  }
+
+  /// Unmaps and seals (best effort: the reader checks what it needs).
+  void seal() noexcept {
+    unmap();
+    if (fd_ >= 0) ::fcntl(fd_, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+  }
+
+private:
+  void unmap() noexcept {
+    if (data_ != nullptr) ::munmap(data_, size_);
+    data_ = nullptr;
+  }
+  void* data_ = nullptr;
+  std::size_t size_ = 0;
+  int fd_ = -1;
+};
+
+/// The reading side: maps `claimed` bytes of a memfd another process wrote,
+/// read-only, after sealing it against shrinking (so no page of the mapping
+/// can vanish under the reader, which would be SIGBUS) and checking that it
+/// really holds that many bytes, written (a length field cannot make the
+/// reader map or allocate what never arrived).
+class value_memfd_view {
+public:
+  value_memfd_view() noexcept = default;
+  value_memfd_view(const value_memfd_view&) = delete;
+  value_memfd_view& operator=(const value_memfd_view&) = delete;
+  ~value_memfd_view() {
+    if (data_ != nullptr) ::munmap(data_, size_);
+  }
+
+  /// True once mapped; otherwise false and `defect` says why.
+  bool open(int fd, std::uint64_t claimed, std::string& defect) {
+    if (fd < 0) {
+      defect = "the frame says the value is in a memfd, but no memfd came with it";
+      return false;
+    }
+    if (::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0 && (::fcntl(fd, F_GET_SEALS) & F_SEAL_SHRINK) == 0) {
+      defect = "its memfd cannot be sealed against shrinking (errno " + std::to_string(errno) + ")";
+      return false;
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      defect = "its memfd cannot be examined (fstat, errno " + std::to_string(errno) + ")";
+      return false;
+    }
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    const auto written = static_cast<std::uint64_t>(st.st_blocks) * 512U;
+    if (claimed > size || claimed > written) {
+      defect = "the frame claims " + std::to_string(claimed) + " bytes, but its memfd holds " + std::to_string(size) +
+               " (" + std::to_string(written) + " written)";
+      return false;
+    }
+    if (claimed == 0) return true;
+    void* p = ::mmap(nullptr, static_cast<std::size_t>(claimed), PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+    if (p == MAP_FAILED) {
+      defect =
+          "its memfd of " + std::to_string(claimed) + " bytes cannot be mapped (errno " + std::to_string(errno) + ")";
+      return false;
+    }
+    data_ = p;
+    size_ = static_cast<std::size_t>(claimed);
+    return true;
+  }
+
+  [[nodiscard]] const unsigned char* data() const noexcept { return static_cast<const unsigned char*>(data_); }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+private:
+  void* data_ = nullptr;
+  std::size_t size_ = 0;
 };
 
 } // namespace forksafe::detail
