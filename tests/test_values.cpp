@@ -19,6 +19,7 @@
 #include <numeric>       // std::accumulate: a task's sum
 #include <optional>      // results
 #include <set>           // results
+#include <stdexcept>     // a task that throws
 #include <string>        // results, arguments
 #include <unordered_set> // results
 #include <utility>       // std::pair
@@ -136,6 +137,54 @@ TEST_CASE("values: process_pool sends arguments and returns values of any size a
   const int fds = count_open_fds();
   for (int i = 0; i < 20; ++i) CHECK(pool.submit([i] { return std::vector<int>(10000, i); }).get().back() == i);
   CHECK(count_open_fds() == fds);
+}
+
+namespace {
+std::size_t count_doubles(const std::vector<double>& v) { return v.size(); }
+} // namespace
+
+TEST_CASE("values: large pool arguments, one after another and at once, each arrives as it was submitted") {
+  forksafe::process_pool pool(2);
+  // A function's name as the callable, with an argument in wire form.
+  CHECK(pool.submit(count_doubles, std::vector<double>(300000, 1.0)).get() == 300000);
+  // The memfds of large requests are reused: each task must still see its
+  // own bytes, whichever memfd and whichever worker's mapping it got.
+  const auto sum = [](const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0); };
+  for (int round = 0; round < 6; ++round) {
+    std::vector<forksafe::process_result<double>> results;
+    for (int i = 0; i < 5; ++i) {
+      const auto n = static_cast<std::size_t>(100000 + 50000 * ((round + i) % 3)); // three sizes, reused and not
+      results.push_back(pool.submit(sum, std::vector<double>(n, static_cast<double>(i + 1))));
+    }
+    for (int i = 0; i < 5; ++i) {
+      const auto n = static_cast<double>(100000 + 50000 * ((round + i) % 3));
+      CHECK(results[static_cast<std::size_t>(i)].get() == n * (i + 1));
+    }
+  }
+  // A task that fails does not spoil the memfd for the next one.
+  const auto e = error_of(pool.submit([](const std::vector<double>&) -> int { throw std::runtime_error("no"); },
+                                      std::vector<double>(200000, 2.0)));
+  REQUIRE(e);
+  CHECK(e->threw());
+  CHECK(pool.submit(sum, std::vector<double>(200000, 3.0)).get() == 600000.0);
+}
+
+TEST_CASE("values: a task that sends descriptors of its own over its worker's socket does not spoil its result") {
+  forksafe::process_pool pool(1);
+  const int fds = count_open_fds();
+  auto r = pool.submit([] {
+    for (int fd = 3; fd < 1024; ++fd) {
+      struct stat st {};
+      if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+      for (int i = 0; i < 3; ++i) (void)forksafe::detail::send_fd(fd, 0, 0xAA); // stdin, with a stray tag
+    }
+    return std::vector<int>(50000, 9); // 200 KiB: its memfd comes after the strays
+  });
+  const auto& v = r.get();
+  REQUIRE(v.size() == 50000);
+  CHECK(v.back() == 9);
+  CHECK(pool.submit([] { return std::vector<int>(50000, 4); }).get().front() == 4);
+  CHECK(count_open_fds() == fds); // the strays were closed
 }
 
 // ---- crafted frames -----------------------------------------------------------

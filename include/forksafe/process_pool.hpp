@@ -252,7 +252,8 @@ public:
     if constexpr (!pool_task<F, Args...>) {
       return {}; // the return type reported it
     } else {
-      return submit_task<std::decay_t<F>, std::decay_t<Args>...>(f, args...);
+      const std::decay_t<F>& callable = f; // a function's name becomes a pointer to it
+      return submit_task<std::decay_t<F>, std::decay_t<Args>...>(callable, args...);
     }
   }
 
@@ -293,7 +294,8 @@ private:
       const std::size_t n = counter.size();
       unsigned char* out = ticket->request.data();
       if (n > ticket->request.size()) {
-        ticket->args = detail::shared_region::memfd(n);
+        ticket->args = core_->take_args_region(n);
+        ticket->args_size = n;
         detail::populate_for_writing(ticket->args.data(), n);
         out = static_cast<unsigned char*>(ticket->args.data());
       } else {

@@ -67,7 +67,8 @@ struct pool_ticket final : result_source {
   std::size_t result_bytes = 0; // > 0: the result is built in `region`
   alignas(wire_alignment)
       std::array<unsigned char, pool_request_capacity> request; // only request_size bytes are meaningful
-  shared_region args; // a request larger than `request`, in a memfd sent to the worker
+  shared_region args;        // a request larger than `request`, in a memfd sent to the worker (reused)
+  std::size_t args_size = 0; // bytes of `args` the request takes
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   std::chrono::steady_clock::time_point assigned_at{}; // handed to its worker
   unique_fd event_fd;                                  // made on demand for native_handle()
@@ -118,6 +119,9 @@ public:
     if (result_bytes != 0) t->region = shared_region::memfd(result_bytes);
     return t;
   }
+
+  /// A mapped memfd of at least `bytes` for a large request (see spare_args_).
+  shared_region take_args_region(std::size_t bytes) { return spare_args_.take(bytes); }
 
   void enqueue(const std::shared_ptr<pool_ticket>& t) {
     std::lock_guard lock(mutex_);
@@ -281,7 +285,7 @@ private:
     sl.invoke = t->invoke;
     sl.request_size = static_cast<std::uint32_t>(t->request_size);
     std::memcpy(sl.request, t->request.data(), t->request_size);
-    sl.args_size = t->args.size();
+    sl.args_size = t->args_size;
     sl.region_size = static_cast<std::uint32_t>(t->result_bytes != 0 ? t->region.size() : 0);
     const int sock = w.socket.get();
     if ((sl.args_size != 0 && !send_fd(sock, t->args.fd())) ||
@@ -317,8 +321,10 @@ private:
     return true;
   }
 
-  // Under mutex_: publishes the outcome and wakes the waiters.
-  static void finish(pool_ticket& t) {
+  // Under mutex_: publishes the outcome and wakes the waiters. A large
+  // request's memfd is kept for the next one: no worker reads it any more.
+  void finish(pool_ticket& t) {
+    if (t.args.fd() >= 0) spare_args_.give(std::move(t.args));
     t.slot.store(-1, std::memory_order_relaxed);
     t.done.store(1, std::memory_order_release);
     futex_wake(t.done, INT_MAX);
@@ -561,6 +567,9 @@ private:
   shared_region slots_;
   std::mutex mutex_;
   std::deque<std::shared_ptr<pool_ticket>> queue_;
+  // Large requests' memfds, for reuse: their pages are there already, in
+  // this process and (mapped still) in the worker that read one last.
+  spare_regions spare_args_;
   std::vector<worker> workers_;
   loaded_objects loaded_; // what the workers have mapped
   unique_fd events_fd_;   // workers write to it when nobody waits for their answer

@@ -226,6 +226,50 @@ private:
   ino_t ino_ = 0;
 };
 
+/// The memfd the worker's last large request came in, kept mapped: the pool
+/// reuses these, so the next large request is usually in the same one and
+/// costs no mapping. Told apart by device and inode (a memfd's inode lives
+/// while it is mapped here, so its number is not reused meanwhile).
+class request_mapping {
+public:
+  request_mapping() noexcept = default;
+  request_mapping(const request_mapping&) = delete;
+  request_mapping& operator=(const request_mapping&) = delete;
+  // No destructor: the worker ends with _exit.
+
+  /// At least `bytes` of the memfd `fd` (taken, closed), read-only; nullptr
+  /// if it cannot be mapped or is smaller.
+  const void* map(int fd, std::size_t bytes) noexcept {
+    if (fd < 0) return nullptr;
+    struct stat st {};
+    const bool known = ::fstat(fd, &st) == 0;
+    if (known && data_ != nullptr && st.st_dev == dev_ && st.st_ino == ino_ && size_ >= bytes) {
+      ::close(fd);
+      return data_;
+    }
+    const std::size_t size = known ? static_cast<std::size_t>(st.st_size) : 0;
+    if (size < bytes) {
+      ::close(fd);
+      return nullptr;
+    }
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+    ::close(fd);
+    if (p == MAP_FAILED) return nullptr;
+    if (data_ != nullptr) ::munmap(data_, size_);
+    data_ = p;
+    size_ = size;
+    dev_ = st.st_dev;
+    ino_ = st.st_ino;
+    return data_;
+  }
+
+private:
+  void* data_ = nullptr;
+  std::size_t size_ = 0;
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+};
+
 /// A worker's whole life: wait for a request, run it, answer; until told to
 /// exit, or until the parent is gone (checked once a second while idle: a
 /// parent-death signal would follow the forking thread, not the process).
@@ -240,6 +284,7 @@ inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t pa
   const auto self = owner_process::current();
   const own_descriptor own_socket(socket);
   const own_descriptor own_events(events_fd);
+  request_mapping requests;
   // The slot was reset to 0 before the fork: a request may already be there.
   std::uint32_t seen = 0;
   const timespec second{1, 0};
@@ -258,14 +303,9 @@ inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t pa
     // number): leave this request untaken; the pool gives it to a replacement.
     if ((region_size != 0 || args_size != 0) && !own_socket.intact()) return 0;
     slot.taken_seq.store(now, std::memory_order_release); // from here on, a death fails this task
-    void* args = nullptr;
+    const void* args = nullptr;
     if (args_size != 0) {
-      const int fd = receive_fd(socket);
-      if (fd >= 0) {
-        void* p = ::mmap(nullptr, args_size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
-        args = p == MAP_FAILED ? nullptr : p;
-        ::close(fd);
-      }
+      args = requests.map(receive_fd(socket), args_size);
       if (args == nullptr) return child_error::undelivered_exit_code;
     }
     void* region = nullptr;
@@ -290,7 +330,6 @@ inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t pa
     slot.invoke(call);
     if (!self.here()) return 0; // a process the task forked came back here: only the worker answers
     if (region != nullptr) ::munmap(region, region_size);
-    if (args != nullptr) ::munmap(args, args_size);
     slot.response_seq.fetch_add(1, std::memory_order_seq_cst);
     if (slot.parent_waiting.load(std::memory_order_seq_cst) != 0) {
       futex_wake(slot.response_seq, INT_MAX, true); // the caller collects it: no descriptor involved

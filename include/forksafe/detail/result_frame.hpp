@@ -100,18 +100,6 @@ consteval bool stored_in_region() {
   }
 }
 
-/// In the child: fault a region's pages in with one system call before a
-/// large result is built there, instead of one page fault per page. Best
-/// effort (Linux 5.14+).
-inline void populate_for_writing(void* data, std::size_t size) noexcept {
-#if defined(MADV_POPULATE_WRITE)
-  ::madvise(data, size, MADV_POPULATE_WRITE);
-#else
-  (void)data;
-  (void)size;
-#endif
-}
-
 /// The length of the longest prefix of `s` of at most `max` bytes that does
 /// not end inside a UTF-8 multi-byte character; `truncated` says whether the
 /// string was longer.
@@ -201,6 +189,7 @@ private:
   void set_header(frame_kind kind, std::size_t size, std::size_t type_size, std::uint32_t flags) noexcept {
     const frame_header h{frame_magic, kind, static_cast<std::uint32_t>(size), static_cast<std::uint32_t>(type_size),
                          flags};
+    std::memset(buffer_, 0, frame_payload_offset); // the bytes between header and payload travel too
     std::memcpy(buffer_, &h, sizeof h);
     size_ = frame_payload_offset + size;
   }
@@ -216,7 +205,7 @@ consteval std::size_t value_payload_capacity() {
   if constexpr (std::is_void_v<T> || stored_in_region<T>()) {
     return 0;
   } else if constexpr (needs_wire_form<T>) {
-    return inline_result_limit;
+    return sizeof(std::uint64_t); // the memfd's size; an inline form gets a frame of its own (sink_wire_inline)
   } else {
     return sizeof(T);
   }
@@ -254,19 +243,29 @@ concept large_value_store = requires(Store& s, std::size_t n) {
   { Store::ends_process } -> std::convertible_to<bool>;
 };
 
-/// Writes the wire form of `value` into the frame if it fits, else into the
-/// store.
-template <std::size_t N, class T, class Store>
-void deliver_wire_form(frame_writer<N>& frame, const T& value, Store& store) {
+/// Hands `sink` a frame holding the `n`-byte wire form of `value`. Out of
+/// line, with room for `Capacity` bytes, so a small value's frame (a short
+/// string) does not make the child touch (and copy on write) a kilobyte of
+/// stack.
+template <std::size_t Capacity, class T, class Sink>
+FORKSAFE_NOINLINE auto sink_wire_inline(const T& value, std::size_t n, Sink& sink) {
+  frame_writer<Capacity> frame;
+  write_wire(static_cast<unsigned char*>(frame.value_slot()), value);
+  frame.set_value(n);
+  return sink(frame);
+}
+
+/// Hands `sink` the frame for the wire form of `value`: inline if it fits,
+/// else written into the store, the frame naming its size.
+template <std::size_t N, class T, class Store, class Sink>
+auto sink_wire_form(frame_writer<N>& frame, const T& value, Store& store, Sink& sink) {
   const std::size_t n = wire_size(value);
-  if (n <= inline_result_limit) {
-    write_wire(static_cast<unsigned char*>(frame.value_slot()), value);
-    frame.set_value(n);
-  } else {
-    write_wire(store.reserve(n), value);
-    store.commit();
-    frame.set_value_in_memfd(n);
-  }
+  if (n <= 192) return sink_wire_inline<192>(value, n, sink);
+  if (n <= inline_result_limit) return sink_wire_inline<inline_result_limit>(value, n, sink);
+  write_wire(store.reserve(n), value);
+  store.commit();
+  frame.set_value_in_memfd(n);
+  return sink(frame);
 }
 
 /// Runs the call under a catch-all and hands `sink` the outcome's frame: the
@@ -286,11 +285,11 @@ auto produce_frame(Call& call, void* region, std::size_t region_size, Store& sto
       if constexpr (Store::ends_process) {
         // Never destroyed: the process ends with _exit once the frame is out,
         // and freeing a million strings first would only delay the parent.
-        wire_slot<T>* const kept = ::new wire_slot<T>;
-        deliver_wire_form(frame, kept->emplace(call()), store);
+        alignas(T) unsigned char kept[sizeof(T)];
+        return sink_wire_form(frame, *::new (static_cast<void*>(kept)) T(call()), store, sink);
       } else {
         const T value = call();
-        deliver_wire_form(frame, value, store);
+        return sink_wire_form(frame, value, store, sink);
       }
     } else if constexpr (stored_in_region<T>()) {
       populate_for_writing(region, region_size);

@@ -13,9 +13,11 @@
 #include "owner_process.hpp"
 #include "unique_fd.hpp"
 
+#include <array>        // spare_regions
 #include <cerrno>       // errno
 #include <cstddef>      // std::size_t
 #include <cstdint>      // std::uint64_t
+#include <mutex>        // spare_regions
 #include <string>       // error texts
 #include <system_error> // std::system_error
 #include <utility>      // std::exchange
@@ -127,6 +129,42 @@ private:
   std::size_t size_ = 0;
   owner_process owner_;
   unique_fd fd_;
+};
+
+/// memfd regions kept for reuse: at most `count` of them, `limit` bytes
+/// together. take() hands out one of at least the size asked (and at most
+/// twice it), or makes a new one. Thread-safe.
+class spare_regions {
+public:
+  static constexpr std::size_t count = 4;
+  static constexpr std::size_t limit = std::size_t{256} << 20;
+
+  /// Throws std::system_error (shared_region::memfd).
+  shared_region take(std::size_t bytes) {
+    {
+      std::lock_guard lock(mutex_);
+      for (shared_region& r : spare_) {
+        if (r.data() != nullptr && r.size() >= bytes && r.size() / 2 <= bytes) return std::move(r);
+      }
+    }
+    return shared_region::memfd(bytes);
+  }
+
+  /// Keeps `r` if there is room, else lets it go.
+  void give(shared_region r) noexcept {
+    std::lock_guard lock(mutex_);
+    std::size_t kept = r.size();
+    shared_region* empty = nullptr;
+    for (shared_region& s : spare_) {
+      kept += s.size();
+      if (s.data() == nullptr) empty = &s;
+    }
+    if (empty != nullptr && kept <= limit) *empty = std::move(r);
+  }
+
+private:
+  std::mutex mutex_;
+  std::array<shared_region, count> spare_{};
 };
 
 /// A memfd for a wire form whose size is known only once the value exists:
