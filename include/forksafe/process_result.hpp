@@ -92,6 +92,8 @@ inline constexpr bool process_result_value_type_crosses_a_process_boundary = fal
 /// | ended without a result and was reaped by someone else | throws child_error: lost()                    |
 /// | was never forked: its fork could not be prepared in   | throws child_error: prepare_timed_out()       |
 /// | time                                                  |                                               |
+/// | delivered a value that does not check out (a frame    | throws child_error: malformed(), defect()     |
+/// | cut short or garbled, a length beyond what arrived)   |                                               |
 /// | could not be started                                  | (fork_call threw std::system_error instead)   |
 ///
 /// The outcome is known once the child has ended (its pidfd turned
