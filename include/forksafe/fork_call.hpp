@@ -36,14 +36,8 @@ namespace forksafe::inline FORKSAFE_ABI_NAMESPACE {
 
 namespace detail {
 
-/// The first line of the diagnostic for a callable whose result cannot
-/// cross (GCC shows this deleted function's name and its template
-/// arguments on it; Clang, the static_assert's condition and message).
-template <class Culprit, class Result>
-void fork_call_result_cannot_cross_a_process_boundary__return_plain_values_or_opt_your_struct_in_with_forksafe_members() =
-    delete;
-template <class Culprit, class Result>
-inline constexpr bool fork_call_result_crosses_a_process_boundary = false;
+FORKSAFE_DETAIL_REJECTION(
+    fork_call_result_cannot_cross_a_process_boundary__return_plain_values_or_opt_your_struct_in_with_forksafe_members);
 
 template <class R>
 inline constexpr bool fork_call_result_ok = trivially_serializable<transported_t<R>>;
@@ -58,11 +52,13 @@ struct rejected_call {
 };
 
 template <class R>
-constexpr void diagnose_fork_call_result();
-template <class R>
 struct fork_call_diagnosis {
   static consteval bool report() {
-    diagnose_fork_call_result<R>();
+    FORKSAFE_DETAIL_REJECT(
+        fork_call_result_cannot_cross_a_process_boundary__return_plain_values_or_opt_your_struct_in_with_forksafe_members,
+        culprit_t<transported_t<R>>, R,
+        "forksafe::fork_call: the callable's result cannot cross a process boundary; return plain values "
+        "(numbers, std::string, std::vector, std::map, ...) or opt your struct in with forksafe_members()");
     return true;
   }
 };
@@ -70,20 +66,6 @@ struct fork_call_diagnosis {
 template <class R>
 using fork_call_return_t = std::conditional_t<fork_call_result_ok<R>, process_result<std::remove_cv_t<R>>,
                                               rejected_call<fork_call_diagnosis<R>>>;
-
-template <class R>
-constexpr void diagnose_fork_call_result() {
-  if constexpr (!fork_call_result_ok<R>) {
-#if defined(__clang__)
-    static_assert(fork_call_result_crosses_a_process_boundary<culprit_t<transported_t<R>>, R>,
-                  "forksafe::fork_call: the callable's result cannot cross a process boundary; return plain values "
-                  "(numbers, std::string, std::vector, std::map, ...) or opt your struct in with forksafe_members()");
-#else
-    fork_call_result_cannot_cross_a_process_boundary__return_plain_values_or_opt_your_struct_in_with_forksafe_members<
-        culprit_t<transported_t<R>>, R>();
-#endif
-  }
-}
 
 } // namespace detail
 

@@ -76,56 +76,37 @@ template <class F>
 inline constexpr bool pool_callable_ok =
     std::is_pointer_v<F> ? std::is_function_v<std::remove_pointer_t<F>> : trivially_serializable<F>;
 
-// The first line of each diagnostic submit gives (GCC shows the deleted
-// function's name and template arguments on it; Clang, the static_assert's
-// condition and message).
-template <class Culprit, class Callable>
-void process_pool_submit_callable_cannot_cross_a_process_boundary__capture_plain_values_only_pass_strings_and_vectors_as_arguments() =
-    delete;
-template <class Culprit, class Callable>
-inline constexpr bool process_pool_submit_callable_crosses_a_process_boundary = false;
-template <class Culprit, class Argument>
-void process_pool_submit_argument_cannot_cross_a_process_boundary__pass_plain_values_or_opt_your_struct_in_with_forksafe_members() =
-    delete;
-template <class Culprit, class Argument>
-inline constexpr bool process_pool_submit_argument_crosses_a_process_boundary = false;
-template <class Culprit, class Result>
-void process_pool_submit_result_cannot_cross_a_process_boundary__return_plain_values_or_opt_your_struct_in_with_forksafe_members() =
-    delete;
-template <class Culprit, class Result>
-inline constexpr bool process_pool_submit_result_crosses_a_process_boundary = false;
+// The first line of each diagnostic submit gives.
+FORKSAFE_DETAIL_REJECTION(
+    process_pool_submit_callable_cannot_cross_a_process_boundary__capture_plain_values_only_pass_strings_and_vectors_as_arguments);
+FORKSAFE_DETAIL_REJECTION(
+    process_pool_submit_argument_cannot_cross_a_process_boundary__pass_plain_values_or_opt_your_struct_in_with_forksafe_members);
+FORKSAFE_DETAIL_REJECTION(
+    process_pool_submit_result_cannot_cross_a_process_boundary__return_plain_values_or_opt_your_struct_in_with_forksafe_members);
 
 template <class F, class... Args>
 constexpr void diagnose_pool_task() {
   using R = std::invoke_result_t<F&, Args&...>;
   if constexpr (!pool_callable_ok<F>) {
-#if defined(__clang__)
-    static_assert(process_pool_submit_callable_crosses_a_process_boundary<culprit_t<F>, F>,
-                  "forksafe::process_pool::submit: the callable cannot cross a process boundary; capture only plain "
-                  "values (numbers, plain structs), pass strings, vectors and your structs as arguments");
-#else
-    process_pool_submit_callable_cannot_cross_a_process_boundary__capture_plain_values_only_pass_strings_and_vectors_as_arguments<
-        culprit_t<F>, F>();
-#endif
+    FORKSAFE_DETAIL_REJECT(
+        process_pool_submit_callable_cannot_cross_a_process_boundary__capture_plain_values_only_pass_strings_and_vectors_as_arguments,
+        culprit_t<F>, F,
+        "forksafe::process_pool::submit: the callable cannot cross a process boundary; capture only plain "
+        "values (numbers, plain structs), pass strings, vectors and your structs as arguments");
   } else if constexpr (!(trivially_serializable<Args> && ...)) {
-    using A = typename first_culprit<void, Args...>::type;
-#if defined(__clang__)
-    static_assert(process_pool_submit_argument_crosses_a_process_boundary<A, std::tuple<Args...>>,
-                  "forksafe::process_pool::submit: an argument cannot cross a process boundary; pass plain values "
-                  "(numbers, std::string, std::vector, ...) or opt your struct in with forksafe_members()");
-#else
-    process_pool_submit_argument_cannot_cross_a_process_boundary__pass_plain_values_or_opt_your_struct_in_with_forksafe_members<
-        A, std::tuple<Args...>>();
-#endif
+    using culprit = typename first_culprit<void, Args...>::type;
+    using arguments = std::tuple<Args...>;
+    FORKSAFE_DETAIL_REJECT(
+        process_pool_submit_argument_cannot_cross_a_process_boundary__pass_plain_values_or_opt_your_struct_in_with_forksafe_members,
+        culprit, arguments,
+        "forksafe::process_pool::submit: an argument cannot cross a process boundary; pass plain values "
+        "(numbers, std::string, std::vector, ...) or opt your struct in with forksafe_members()");
   } else if constexpr (!trivially_serializable<transported_t<R>>) {
-#if defined(__clang__)
-    static_assert(process_pool_submit_result_crosses_a_process_boundary<culprit_t<transported_t<R>>, R>,
-                  "forksafe::process_pool::submit: the task's result cannot cross a process boundary; return plain "
-                  "values (numbers, std::string, std::vector, ...) or opt your struct in with forksafe_members()");
-#else
-    process_pool_submit_result_cannot_cross_a_process_boundary__return_plain_values_or_opt_your_struct_in_with_forksafe_members<
-        culprit_t<transported_t<R>>, R>();
-#endif
+    FORKSAFE_DETAIL_REJECT(
+        process_pool_submit_result_cannot_cross_a_process_boundary__return_plain_values_or_opt_your_struct_in_with_forksafe_members,
+        culprit_t<transported_t<R>>, R,
+        "forksafe::process_pool::submit: the task's result cannot cross a process boundary; return plain "
+        "values (numbers, std::string, std::vector, ...) or opt your struct in with forksafe_members()");
   }
 }
 

@@ -62,14 +62,9 @@ struct decoded_storage {
   std::unique_ptr<T> value;
 };
 
-/// The first line of the diagnostic for a process_result<T> whose T cannot
-/// cross (GCC shows the deleted function's name and template arguments on
-/// it; Clang, a static_assert's condition and message).
-template <class Culprit, class Within>
-void process_result_value_type_cannot_cross_a_process_boundary__use_plain_values_or_opt_your_struct_in_with_forksafe_members() =
-    delete;
-template <class Culprit, class Within>
-inline constexpr bool process_result_value_type_crosses_a_process_boundary = false;
+/// The first line of the diagnostic for a process_result<T> whose T cannot cross.
+FORKSAFE_DETAIL_REJECTION(
+    process_result_value_type_cannot_cross_a_process_boundary__use_plain_values_or_opt_your_struct_in_with_forksafe_members);
 
 } // namespace detail
 
@@ -122,15 +117,12 @@ class [[nodiscard]] process_result {
   static constexpr bool crosses = std::is_void_v<T> || trivially_serializable<T>;
   static consteval bool diagnose() {
     if constexpr (!crosses) {
-#if defined(__clang__)
-      static_assert(detail::process_result_value_type_crosses_a_process_boundary<detail::culprit_t<T>, T>,
-                    "forksafe::process_result<T>: T cannot cross a process boundary; use plain values "
-                    "(numbers, std::string, std::vector, ...) or opt your struct in with forksafe_members()");
-#else
-      detail::
-          process_result_value_type_cannot_cross_a_process_boundary__use_plain_values_or_opt_your_struct_in_with_forksafe_members<
-              detail::culprit_t<T>, T>();
-#endif
+      FORKSAFE_DETAIL_REJECT(
+          detail::
+              process_result_value_type_cannot_cross_a_process_boundary__use_plain_values_or_opt_your_struct_in_with_forksafe_members,
+          detail::culprit_t<T>, T,
+          "forksafe::process_result<T>: T cannot cross a process boundary; use plain values "
+          "(numbers, std::string, std::vector, ...) or opt your struct in with forksafe_members()");
     }
     return true;
   }

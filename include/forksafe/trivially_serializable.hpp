@@ -341,6 +341,23 @@ struct members_culprit<T, std::tuple<Ms&...>> : culprit_among<T, Ms...> {};
 template <lists_members T>
 struct culprit<T> : members_culprit<T, members_t<T>> {};
 
+// The first error line when a type cannot cross: it must name the function,
+// the culprit and the remedy. FORKSAFE_DETAIL_REJECTION(name) declares, for
+// one such diagnostic, a deleted function whose name is the sentence;
+// FORKSAFE_DETAIL_REJECT(name, Culprit, Within, message) reports it. GCC's
+// line shows a deleted function's name and template arguments; Clang's,
+// a static_assert's condition (with its arguments) and message.
+#define FORKSAFE_DETAIL_REJECTION(name)                                                                                \
+  template <class Culprit, class Within>                                                                               \
+  void name() = delete;                                                                                                \
+  template <class Culprit, class Within>                                                                               \
+  inline constexpr bool name##_ok = false
+#if defined(__clang__)
+#define FORKSAFE_DETAIL_REJECT(name, culprit, within, message) static_assert(name##_ok<culprit, within>, message)
+#else
+#define FORKSAFE_DETAIL_REJECT(name, culprit, within, message) name<culprit, within>()
+#endif
+
 // What fork_call transports for a call returning R: void travels as an empty
 // frame, so the checks can name trivially_serializable directly.
 struct void_result {};

@@ -16,7 +16,7 @@
 #include <array>        // spare_regions
 #include <cerrno>       // errno
 #include <cstddef>      // std::size_t
-#include <cstdint>      // std::uint64_t
+#include <cstdint>      // std::uint64_t, std::uintptr_t
 #include <mutex>        // spare_regions
 #include <string>       // error texts
 #include <system_error> // std::system_error
@@ -28,6 +28,21 @@
 #include <unistd.h>   // sysconf, ftruncate
 
 namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
+
+/// Faults a range of fresh pages in for writing with one system call instead
+/// of one page fault per page (best effort, Linux 5.14+; the whole pages
+/// inside the range only).
+inline void populate_for_writing(void* data, std::size_t size) noexcept {
+#if defined(MADV_POPULATE_WRITE)
+  const std::uintptr_t page = 4096;
+  const auto from = (reinterpret_cast<std::uintptr_t>(data) + page - 1) & ~(page - 1);
+  const auto to = (reinterpret_cast<std::uintptr_t>(data) + size) & ~(page - 1);
+  if (to > from) ::madvise(reinterpret_cast<void*>(from), to - from, MADV_POPULATE_WRITE);
+#else
+  (void)data;
+  (void)size;
+#endif
+}
 
 /// A shared anonymous mapping, made before fork() so parent and child see
 /// the same pages. Move-only. In a process forked from the one that made it,
@@ -204,9 +219,7 @@ public:
     }
     data_ = p;
     size_ = bytes;
-#if defined(MADV_POPULATE_WRITE)
-    ::madvise(data_, size_, MADV_POPULATE_WRITE); // one call instead of a fault per page; best effort
-#endif
+    populate_for_writing(data_, size_);
     fd_ = fd;
     return static_cast<unsigned char*>(p);
   }

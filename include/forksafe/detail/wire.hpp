@@ -28,13 +28,13 @@
 
 #include "../trivially_serializable.hpp"
 #include "config.hpp"
+#include "shared_region.hpp" // populate_for_writing
 
 #include <array>       // std::array
 #include <cstddef>     // std::size_t
 #include <cstdint>     // the counts
 #include <cstring>     // std::memcpy, std::memset
 #include <new>         // placement new, std::launder
-#include <stdexcept>   // std::length_error: a value too large to describe
 #include <string>      // the failure's sentence
 #include <string_view> // type names
 #include <tuple>       // std::apply
@@ -42,24 +42,7 @@
 #include <utility>     // std::move, std::index_sequence
 #include <variant>     // std::bad_variant_access
 
-#include <sys/mman.h> // madvise: fresh pages faulted in at once
-
 namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
-
-/// Faults a range of fresh pages in for writing with one system call instead
-/// of one page fault per page (best effort, Linux 5.14+; the whole pages
-/// inside the range only).
-inline void populate_for_writing(void* data, std::size_t size) noexcept {
-#if defined(MADV_POPULATE_WRITE)
-  const std::uintptr_t page = 4096;
-  const auto from = (reinterpret_cast<std::uintptr_t>(data) + page - 1) & ~(page - 1);
-  const auto to = (reinterpret_cast<std::uintptr_t>(data) + size) & ~(page - 1);
-  if (to > from) ::madvise(reinterpret_cast<void*>(from), to - from, MADV_POPULATE_WRITE);
-#else
-  (void)data;
-  (void)size;
-#endif
-}
 
 /// Every buffer a value is written to or read from starts at this alignment.
 inline constexpr std::size_t wire_alignment = 64;
