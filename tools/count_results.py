@@ -4,7 +4,7 @@
 
 A doctest executable contributes doctest's own case counts; a compile-fail
 check, a consumer test, an example (run by examples/run_as_test.sh), the
-layout and format checks (tools/) or valgrind's control contributes its one
+layout, format and release checks (tools/, tests/release/) or valgrind's control contributes its one
 pass or fail (a memcheck run of a
 doctest subset contributes doctest's counts, and fails if memcheck reports). A test that failed without printing its
 counts (it crashed or timed out) counts as one failure, so a dead suite can
@@ -15,7 +15,7 @@ import re
 import sys
 
 DOCTEST = re.compile(r"\[doctest\] test cases:\s*(\d+) \|\s*(\d+) passed \|\s*(\d+) failed")
-PLAIN = re.compile(r"\[(?:compile-fail|consumer|example|valgrind|layout|format)\] (\d+) passed, (\d+) failed")
+PLAIN = re.compile(r"\[(?:compile-fail|consumer|example|valgrind|layout|format|release)\] (\d+) passed, (\d+) failed")
 
 
 def count(build_dir):

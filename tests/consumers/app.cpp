@@ -14,6 +14,8 @@
 //
 // CONSUMER_EXPECTED_VERSION, when given, is the version the package says it
 // has (pkg-config, CMake, meson), checked against the headers' own.
+// CONSUMER_CXX23, when given, says the consumer asked for C++23: the package's
+// flags must not have set the standard back to C++20.
 
 #include <forksafe/fork_safe_mutex.hpp> // forksafe::fork_safe_mutex
 #include <forksafe/process_result.hpp>  // forksafe::fork_call
@@ -29,6 +31,10 @@
 static_assert(FORKSAFE_VERSION == CONSUMER_EXPECTED_VERSION,
               "the package's version differs from FORKSAFE_VERSION in forksafe/detail/config.hpp: "
               "keep meson.build, CMakeLists.txt and config.hpp in step");
+#endif
+
+#if defined(CONSUMER_CXX23) && __cplusplus <= 202002L
+#error "the consumer asked for C++23 but compiles as C++20 or older: the package's flags set the standard"
 #endif
 
 namespace {
@@ -78,6 +84,6 @@ int main() {
   forked = true;
   writer.join();
 
-  std::printf("consumer: the child returned %d (expected 42)\n", result);
+  std::printf("consumer: the child returned %d (expected 42), __cplusplus %ld\n", result, __cplusplus);
   return result == 42 ? 0 : 1;
 }

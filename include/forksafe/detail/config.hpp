@@ -15,8 +15,10 @@
 #error "forksafe requires a POSIX system with fork()."
 #endif
 
+// The version, as meson.build's project version says (tools/check_version.py
+// checks that they agree).
 #define FORKSAFE_VERSION_MAJOR 0
-#define FORKSAFE_VERSION_MINOR 1
+#define FORKSAFE_VERSION_MINOR 2
 #define FORKSAFE_VERSION_PATCH 0
 #define FORKSAFE_VERSION (FORKSAFE_VERSION_MAJOR * 10000 + FORKSAFE_VERSION_MINOR * 100 + FORKSAFE_VERSION_PATCH)
 
