@@ -99,6 +99,23 @@ TEST_CASE("harness: leaves no zombie and no descriptor behind" * doctest::test_s
   CHECK(forksafe_test::count_open_fds() == fds_before);
 }
 
+TEST_CASE("harness: end_by waits for a child until its deadline at most, then kills and reaps it") {
+  using forksafe::detail::child_process;
+  const auto timed_end_by = [](child_process& c, std::chrono::milliseconds limit) {
+    const auto start = std::chrono::steady_clock::now();
+    c.end_by(start + limit);
+    CHECK_FALSE(c.valid()); // let go: nothing left to signal or reap
+    return std::chrono::steady_clock::now() - start;
+  };
+  child_process quick = child_process::spawn([] { return 3; });
+  CHECK(timed_end_by(quick, 60s) < 30s); // waited for its exit, not for the deadline
+  child_process stuck = child_process::spawn([] { ::pause(); });
+  const auto took = timed_end_by(stuck, 50ms);
+  CHECK(took >= 50ms);
+  CHECK(took < 30s); // bounded: killed at the deadline
+  CHECK(forksafe_test::count_zombie_children() == 0);
+}
+
 TEST_CASE("harness: the zombie counter sees a zombie (it can fail)") {
   const pid_t pid = ::fork();
   if (pid == 0) ::_exit(0);

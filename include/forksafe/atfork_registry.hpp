@@ -102,8 +102,10 @@ namespace forksafe::inline FORKSAFE_ABI_NAMESPACE {
 class atfork_prepare {
 public:
   atfork_prepare() noexcept = default;
+  /// Empty.
   atfork_prepare(std::nullptr_t) noexcept {}
 
+  /// Holds `f`; empty when `f` is a null function pointer or an empty std::function.
   template <class F>
   requires(!std::is_same_v<std::remove_cvref_t<F>, atfork_prepare> && std::is_invocable_v<F&> &&
            (std::is_void_v<std::invoke_result_t<F&>> || std::is_same_v<std::invoke_result_t<F&>, bool>))
@@ -171,12 +173,17 @@ struct atfork_handlers {
 /// taken: it stays held by that thread in parent and child.
 template <class L>
 struct atfork_guard_traits {
+  /// True when the forking thread itself holds `l`: it is then not taken.
   static bool held_by_forking_thread(L& l) noexcept { return detail::held_by_caller(l); }
+  /// Takes `l` without blocking; true when taken.
   static bool try_lock(L& l) { return l.try_lock(); }
+  /// Takes `l`, waiting at most until `deadline`; true when taken.
   static bool lock_until(L& l, std::chrono::steady_clock::time_point deadline) {
     return detail::lock_until(l, deadline);
   }
+  /// Releases `l` in the parent after fork(), or to undo a pass that backs out.
   static void unlock_in_parent(L& l) { l.unlock(); }
+  /// Releases `l` in the child (or constructs it anew, see above).
   static void release_in_child(L& l) { detail::release_in_child(l); }
 };
 
@@ -186,6 +193,7 @@ struct fork_report {
   struct blocker {
     std::string name;   ///< the entry's name (cut to 63 bytes), "(unnamed)" without one
     std::string detail; ///< what it says of itself: a quiesce lock's address and holder
+    /// How many times it refused in this fork.
     unsigned refusals = 0;
     std::chrono::nanoseconds held_back{}; ///< time blocked on it or backing off after it refused
   };
@@ -420,7 +428,9 @@ struct report_callback {
 class [[nodiscard]] atfork_handle {
 public:
   atfork_handle() noexcept = default;
+  /// Takes over `other`'s registration; `other` then holds nothing.
   atfork_handle(atfork_handle&& other) noexcept : entry_(std::exchange(other.entry_, nullptr)) {}
+  /// Unregisters what this handle held, then takes over `other`'s registration.
   atfork_handle& operator=(atfork_handle&& other) noexcept {
     if (this != &other) {
       reset();

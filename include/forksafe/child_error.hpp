@@ -57,7 +57,7 @@ namespace forksafe::inline FORKSAFE_ABI_NAMESPACE {
 /// elements, but only 12 bytes arrived".
 class child_error : public std::runtime_error {
 public:
-  /// The way the child ended; see the table above.
+  /// The way the child ended; see the table in the class comment.
   enum class reason : unsigned char {
     exited,
     signaled,
@@ -82,11 +82,16 @@ public:
 
   /// Everything a child_error carries; forksafe fills it in.
   struct details {
+    /// How the child ended: why().
     reason why = reason::lost;
+    /// The child's process id, -1 when none was forked: pid().
     pid_t pid = -1;
     int value = 0; ///< exit code (exited) or signal number (signaled, timed_out)
+    /// threw: the type of what was thrown, demangled: exception_type().
     std::string exception_type{};
+    /// threw: its what(), at most max_what_length bytes: exception_what().
     std::string exception_what{};
+    /// threw: whether exception_what was cut: what_truncated().
     bool what_truncated = false;
     /// prepare_timed_out: what held the fork back (the registry's report).
     std::string blocker{};
@@ -94,6 +99,7 @@ public:
     /// the fork waited to be prepared before it (both count toward the
     /// timeout); negative when unknown.
     std::chrono::nanoseconds ran_for{-1};
+    /// timed_out: how long the fork waited to be prepared (see ran_for).
     std::chrono::nanoseconds prepare_time{-1};
     /// malformed: the type that was expected and what was wrong with what arrived.
     std::string defect{};
@@ -112,13 +118,21 @@ public:
   /// (a worker whose task threw) it may be running other tasks.
   [[nodiscard]] pid_t pid() const noexcept { return details_->pid; }
 
+  /// The child ended with an exit code, without a result: exit_code().
   [[nodiscard]] bool exited() const noexcept { return why() == reason::exited; }
+  /// A signal forksafe did not send killed the child: signal_number(), signal_name().
   [[nodiscard]] bool signaled() const noexcept { return why() == reason::signaled; }
+  /// An exception escaped the callable: exception_type(), exception_what().
   [[nodiscard]] bool threw() const noexcept { return why() == reason::threw; }
+  /// The child ran past its timeout and forksafe killed it: signal_number().
   [[nodiscard]] bool timed_out() const noexcept { return why() == reason::timed_out; }
+  /// The child ended without a result and someone else reaped it: how is unknown.
   [[nodiscard]] bool lost() const noexcept { return why() == reason::lost; }
+  /// No child was forked: the fork could not be prepared in time; blocker().
   [[nodiscard]] bool prepare_timed_out() const noexcept { return why() == reason::prepare_timed_out; }
+  /// The pool task never ran: still queued when the pool shut down.
   [[nodiscard]] bool cancelled() const noexcept { return why() == reason::cancelled; }
+  /// The child delivered a result the parent could not read: defect().
   [[nodiscard]] bool malformed() const noexcept { return why() == reason::malformed; }
 
   /// malformed(): the expected type and what was wrong with the bytes that

@@ -112,7 +112,7 @@ struct fork_options {
 /// cannot cross (std::future<int> inside std::vector<std::future<int>>) and
 /// what to do instead.
 ///
-/// In the parent: flushes C stdio and std::cout/std::clog/std::cerr (so
+/// In the parent: flushes C stdio, std::cout, std::clog and std::cerr (so
 /// buffered output is not printed twice), blocks every signal across fork(),
 /// runs the atfork_registry's handlers (as any fork() does).
 /// In the child: only the calling thread exists; the registry's child

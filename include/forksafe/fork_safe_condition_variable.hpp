@@ -32,7 +32,7 @@
 
 namespace forksafe::inline FORKSAFE_ABI_NAMESPACE {
 
-/// A condition variable for std::unique_lock<basic_fork_safe_mutex<P>> (any
+/// A condition variable for `std::unique_lock<basic_fork_safe_mutex<P>>` (any
 /// P; any BasicLockable works). Same contract as std::condition_variable_any:
 /// wait() atomically releases the lock and blocks until notified, then
 /// reacquires the lock; spurious wake-ups happen, so wait in a loop or use the
@@ -99,13 +99,14 @@ public:
     return true;
   }
 
-  /// wait_until(steady_clock::now() + timeout, rounded up to nanoseconds),
-  /// with or without a predicate.
+  /// wait_until(steady_clock::now() + timeout, rounded up to nanoseconds).
   template <class Mutex, class Rep, class Period>
   std::cv_status wait_for(std::unique_lock<Mutex>& lock, const std::chrono::duration<Rep, Period>& timeout) {
     return wait_until(lock, std::chrono::steady_clock::now() + ceil_ns(timeout));
   }
 
+  /// The same with a predicate: wait_until(lock, steady_clock::now() + timeout,
+  /// stop_waiting), the timeout rounded up to nanoseconds.
   template <class Mutex, class Rep, class Period, class Predicate>
   bool wait_for(std::unique_lock<Mutex>& lock, const std::chrono::duration<Rep, Period>& timeout,
                 Predicate stop_waiting) {

@@ -113,7 +113,7 @@ struct vanished_owner_hook<fork_policy::quiesce> : quiesce_hook<fork_poisoned> {
 } // namespace detail
 
 /// An exclusive mutex that a forked child never hangs on; P chooses what the
-/// child sees (table above). Meets the Mutex requirements: std::lock_guard,
+/// child sees (see fork_policy). Meets the Mutex requirements: std::lock_guard,
 /// std::unique_lock, std::scoped_lock and std::condition_variable_any work,
 /// as does fork_safe_condition_variable.
 ///

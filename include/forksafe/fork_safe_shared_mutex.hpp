@@ -35,7 +35,7 @@
 namespace forksafe::inline FORKSAFE_ABI_NAMESPACE {
 
 /// A reader/writer mutex that a forked child never hangs on, for writers or
-/// readers; P chooses what the child sees (table above). Meets the
+/// readers; P chooses what the child sees (see fork_policy). Meets the
 /// SharedMutex requirements: std::shared_lock and std::unique_lock work.
 /// Writers are preferred: once a writer waits, new readers wait behind it.
 ///
@@ -311,11 +311,11 @@ private:
     }
   }
 
-  std::uint32_t survivor_reads() const noexcept {
+  [[nodiscard]] std::uint32_t survivor_reads() const noexcept {
     const detail::shared_holds* h = detail::hub().survivor_holds.load(std::memory_order_relaxed);
     return h != nullptr ? h->holds_of(this) : 0;
   }
-  bool vanished_holders() const noexcept {
+  [[nodiscard]] bool vanished_holders() const noexcept {
     const std::uint32_t owner = writer_.owner();
     return (owner != 0 && detail::thread_vanished(owner)) ||
            (readers_.load(std::memory_order_relaxed) & count_mask) > survivor_reads();

@@ -32,4 +32,10 @@
 #include "process_result.hpp"
 #include "trivially_serializable.hpp"
 
+/// \namespace forksafe
+/// Every public name of forksafe. They live in an inline namespace,
+/// forksafe::abi_vN (N: FORKSAFE_ABI_VERSION), so that two versions of forksafe
+/// in one process (in two plugins, say) never merge: write them as
+/// forksafe::name. Names under forksafe::detail are not part of the API.
+
 #endif // FORKSAFE_FORKSAFE_HPP

@@ -44,7 +44,9 @@
 
 #include <chrono>      // pool_options
 #include <cstddef>     // std::size_t
+#include <cstdio>      // std::fprintf: a destructor's failure
 #include <cstring>     // std::memcpy
+#include <exception>   // std::exception
 #include <functional>  // std::invoke
 #include <memory>      // std::shared_ptr
 #include <new>         // placement new: the payload in zeroed bytes
@@ -208,7 +210,19 @@ public:
 
   /// Shuts down (see shutdown(), also for how long it blocks). Handles of
   /// tasks stay usable: their outcomes are known by then.
-  ~process_pool() { core_->shutdown(); }
+  ~process_pool() {
+    try {
+      core_->shutdown();
+    } catch (const std::exception& e) {
+      // Ending the workers cannot fail; only std::mutex::lock or
+      // std::thread::join can (std::system_error), which they do not for a
+      // pool used as documented. A destructor must not throw: say it here.
+      // ~pool_core ends the workers all the same, unless the supervisor could
+      // not be stopped: as it still uses the core, destroying the core then
+      // ends the program (std::terminate) rather than free what it uses.
+      std::fprintf(stderr, "forksafe: ~process_pool: the pool could not be shut down: %s\n", e.what());
+    }
+  }
 
   process_pool(const process_pool&) = delete; // workers and the supervisor belong to one pool
   process_pool& operator=(const process_pool&) = delete;
@@ -265,7 +279,7 @@ private:
       // write what another then reads). Best effort: the optimiser may drop
       // the zeroing, and std::tuple is not trivially copyable, so
       // __builtin_clear_padding cannot be used on it.
-      alignas(payload) unsigned char bytes[sizeof(payload)] = {};
+      alignas(payload) unsigned char bytes[sizeof(payload)] = {}; // NOLINT(modernize-avoid-c-arrays): raw storage
       ::new (static_cast<void*>(bytes)) payload{f, {args...}};
       std::memcpy(ticket->request.data(), bytes, sizeof(payload));
       ticket->request_size = sizeof(payload);

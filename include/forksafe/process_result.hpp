@@ -52,7 +52,7 @@ struct result_access {
 
 template <class T>
 struct inline_storage {
-  alignas(T) unsigned char bytes[sizeof(T)];
+  alignas(T) unsigned char bytes[sizeof(T)]; // NOLINT(modernize-avoid-c-arrays): raw storage
 };
 struct no_storage {};
 /// A value read back from its wire form, on the heap: moving the handle

@@ -92,6 +92,7 @@ struct serializable_by_default;
 ///    that hold no state (std::less<>, std::hash<K>, ...), when the key and
 ///    mapped types are trivially_serializable;
 ///  - a class with its own forksafe_members() (see trivially_serializable).
+///
 /// forksafe opts out pthread_mutex_t, pthread_cond_t, pthread_rwlock_t and sem_t.
 template <class T>
 inline constexpr bool enable_trivially_serializable = detail::serializable_by_default<T>::value;
@@ -151,12 +152,16 @@ template <class T>
 concept trivially_serializable = std::is_object_v<T> && enable_trivially_serializable<std::remove_cv_t<T>> &&
     detail::serializable_by_default<std::remove_cv_t<T>>::shape_ok;
 
+/// Opted out: a mutex's bytes are not its value in another process.
 template <>
 inline constexpr bool enable_trivially_serializable<pthread_mutex_t> = false;
+/// Opted out: a condition variable's bytes are not its value in another process.
 template <>
 inline constexpr bool enable_trivially_serializable<pthread_cond_t> = false;
+/// Opted out: a reader/writer lock's bytes are not its value in another process.
 template <>
 inline constexpr bool enable_trivially_serializable<pthread_rwlock_t> = false;
+/// Opted out: a semaphore's bytes are not its value in another process.
 template <>
 inline constexpr bool enable_trivially_serializable<sem_t> = false;
 

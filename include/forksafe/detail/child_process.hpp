@@ -26,6 +26,7 @@
 #include "stdio_around_fork.hpp"
 #include "system_errors.hpp"
 
+#include <array>        // std::array
 #include <cerrno>       // errno, EINTR, ECHILD
 #include <chrono>       // deadlines
 #include <csignal>      // sigset_t, SIGKILL
@@ -98,6 +99,14 @@ struct spawn_options {
   std::chrono::steady_clock::time_point prepare_deadline = std::chrono::steady_clock::time_point::max();
 };
 
+/// What held back a fork that could not be prepared in time: "the fork could
+/// not be prepared within N ms; held back by ..." (format_unprepared).
+inline std::string unprepared_reason(const fork_stats& s) {
+  std::array<char, 1024> line{};
+  format_unprepared(s, line.data(), line.size());
+  return line.data();
+}
+
 /// Thrown by child_process::spawn when the fork could not be prepared in
 /// time: no child was made. code() is ETIMEDOUT; what() names what held the
 /// fork back, as the registry's report line does.
@@ -109,11 +118,7 @@ public:
   [[nodiscard]] const fork_stats& stats() const noexcept { return stats_; }
 
 private:
-  static std::string describe(const fork_stats& s) {
-    char line[1024];
-    format_unprepared(s, line, sizeof line);
-    return std::string("forksafe: no child was forked: ") + line;
-  }
+  static std::string describe(const fork_stats& s) { return "forksafe: no child was forked: " + unprepared_reason(s); }
   fork_stats stats_;
 };
 #if defined(__linux__) && defined(SYS_pidfd_open)
@@ -241,6 +246,20 @@ public:
   /// Waits until the child ends.
   const child_status& wait() { return wait_until(std::chrono::steady_clock::time_point::max()); }
 
+  /// Gives the child until `deadline` to end, then kills it (SIGKILL) if it
+  /// still runs, reaps it and lets it go: the handle is empty after. Never
+  /// throws, for cleanup paths: if waitid fails, the wait ends there and the
+  /// child is killed all the same.
+  template <class Clock, class Duration>
+  void end_by(std::chrono::time_point<Clock, Duration> deadline) noexcept {
+    try {
+      wait_until(deadline);
+    } catch (const std::system_error&) {
+      // waitid failed (neither EINTR nor ECHILD): waiting longer cannot help.
+    }
+    *this = child_process(); // release(): kills it if it runs, reaps it
+  }
+
   /// Sends `sig` to the child (and to its process group when it has its own).
   /// Does nothing once the child has been reaped (a pid is never signalled
   /// after it may have been reused), nor in a process forked from the owner
@@ -270,7 +289,7 @@ public:
   }
 
 private:
-  static constexpr int crash_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS};
+  static constexpr std::array crash_signals{SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS};
 
   // Bit i: crash_signals[i] is not at SIG_DFL. Asked in the parent, where it
   // costs a few system calls, so the child (where every page of code it runs
@@ -343,7 +362,7 @@ private:
     return true;
   }
 
-  bool pidfd_readable(long timeout_ns) const noexcept {
+  [[nodiscard]] bool pidfd_readable(long timeout_ns) const noexcept {
     pollfd p{pidfd_, POLLIN, 0};
     const timespec ts = to_timespec(std::chrono::nanoseconds(timeout_ns));
     return ::ppoll(&p, 1, &ts, nullptr) > 0;
@@ -363,9 +382,9 @@ private:
       nap = left < backoff_ ? left : backoff_;
     }
     // poll() ignores entries with a negative descriptor.
-    pollfd fds[2] = {{pidfd_, POLLIN, 0}, {wake_fd, POLLIN, 0}};
+    std::array<pollfd, 2> fds{{{pidfd_, POLLIN, 0}, {wake_fd, POLLIN, 0}}};
     const timespec ts = to_timespec(nap);
-    if (::ppoll(fds, 2, &ts, nullptr) <= 0) return false;
+    if (::ppoll(fds.data(), fds.size(), &ts, nullptr) <= 0) return false;
     return fds[1].revents != 0;
   }
 
@@ -374,7 +393,9 @@ private:
       try {
         kill_and_reap();
       } catch (...) {
-        // waitid failed with something other than EINTR/ECHILD: nothing more can be done.
+        // waitid failed with something other than EINTR/ECHILD: the child
+        // cannot be reaped here, but it does not run on.
+        kill(SIGKILL);
       }
     }
     if (pidfd_ >= 0) ::close(pidfd_);

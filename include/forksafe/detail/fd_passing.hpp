@@ -9,6 +9,7 @@
 
 #include "config.hpp"
 
+#include <array>   // the control data
 #include <cerrno>  // EINTR
 #include <cstring> // std::memcpy
 
@@ -23,13 +24,13 @@ namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 struct fd_message {
   char byte = 0;
   iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int))> control{};
   msghdr msg{};
   fd_message() noexcept {
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
   }
   fd_message(const fd_message&) = delete; // msg points into itself
   fd_message& operator=(const fd_message&) = delete;

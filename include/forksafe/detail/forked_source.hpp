@@ -21,7 +21,6 @@
 #include "child_process.hpp"
 #include "config.hpp"
 #include "deadlines.hpp"
-#include "registry_report.hpp"
 #include "result_frame.hpp"
 #include "result_source.hpp"
 #include "shared_region.hpp"
@@ -29,6 +28,7 @@
 #include "unique_fd.hpp"
 
 #include <algorithm>   // std::min
+#include <array>       // the pipe's two descriptors
 #include <cerrno>      // errno
 #include <chrono>      // deadlines
 #include <csignal>     // SIGKILL
@@ -54,14 +54,14 @@ struct child_value_store {
 /// Makes the result pipe, both ends close-on-exec and non-blocking. Throws
 /// std::system_error with errno (EMFILE, ENFILE) and then holds nothing.
 inline void make_result_pipe(unique_fd& read_end, unique_fd& write_end) {
-  int fds[2];
+  std::array<int, 2> fds{};
 #if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__)
-  if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+  if (::pipe2(fds.data(), O_CLOEXEC | O_NONBLOCK) != 0) {
     throw_errno(errno, "forksafe: fork_call could not create its result pipe (pipe2)");
   }
 #else
   // No pipe2: another thread's exec() may inherit these between the calls.
-  if (::pipe(fds) != 0) throw_errno(errno, "forksafe: fork_call could not create its result pipe (pipe)");
+  if (::pipe(fds.data()) != 0) throw_errno(errno, "forksafe: fork_call could not create its result pipe (pipe)");
   for (int fd : fds) {
     ::fcntl(fd, F_SETFD, FD_CLOEXEC);
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -107,9 +107,7 @@ public:
       value_fd.reset();
       child_error::details d;
       d.why = child_error::reason::prepare_timed_out;
-      char text[1024];
-      format_unprepared(e.stats(), text, sizeof text);
-      d.blocker = text;
+      d.blocker = unprepared_reason(e.stats());
       not_started.emplace(std::move(d));
       done_ = true;
       return;

@@ -14,9 +14,8 @@
 #include <cerrno>  // errno: why a wait ended
 #include <chrono>  // timed waits
 #include <cstdint> // std::uint32_t
+#include <ctime>   // timespec
 #include <thread>  // fallback: std::this_thread::sleep_for
-
-#include <time.h> // timespec
 
 #if defined(__linux__)
 #include <linux/futex.h> // FUTEX_WAIT(_PRIVATE), FUTEX_WAKE(_PRIVATE)

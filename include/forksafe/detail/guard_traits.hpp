@@ -14,14 +14,13 @@
 #include <cerrno>       // EINTR
 #include <chrono>       // deadlines
 #include <concepts>     // std::same_as
-#include <ctime>        // timespec
+#include <ctime>        // timespec; CLOCK_MONOTONIC (POSIX: the <time.h> it includes defines it)
 #include <memory>       // std::construct_at
 #include <mutex>        // std::recursive_mutex, std::recursive_timed_mutex
 #include <shared_mutex> // std::shared_mutex, std::shared_timed_mutex
 #include <type_traits>  // std::is_default_constructible_v
 
 #include <pthread.h> // pthread_mutex_clocklock, pthread_rwlock_clockwrlock
-#include <time.h>    // CLOCK_MONOTONIC
 
 #if defined(__linux__)
 #include <sys/syscall.h> // SYS_gettid

@@ -89,7 +89,12 @@ public:
   pool_core(std::size_t workers, const pool_limits& limits) : options_(limits), workers_(workers) { owner_.set(); }
   pool_core(const pool_core&) = delete;
   pool_core& operator=(const pool_core&) = delete;
-  ~pool_core() { shutdown(); }
+  // The last handle went: no other thread uses the core (but a supervisor that could not be joined: supervisor_,
+  // destroyed first, then calls std::terminate), so no lock; only a half-started pool has workers left here.
+  ~pool_core() {
+    if (!owner_.here()) forget_in_forked_process();
+    if (owner_.here() && !supervisor_.joinable()) end_workers();
+  }
 
   void start() {
     slots_ = shared_region(sizeof(pool_slot) * workers_.size());
@@ -234,8 +239,8 @@ private:
   // holds a quiesce lock and waits for mutex_.
   void spawn(std::size_t i,
              std::chrono::steady_clock::time_point prepare_by = std::chrono::steady_clock::time_point::max()) {
-    int fds[2];
-    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) {
+    std::array<int, 2> fds{};
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds.data()) != 0) {
       throw_errno(errno, "forksafe::process_pool: socketpair failed");
     }
     unique_fd parent_end(fds[0]);
@@ -284,7 +289,7 @@ private:
     sl.op = pool_op::run;
     sl.invoke = t->invoke;
     sl.request_size = static_cast<std::uint32_t>(t->request_size);
-    std::memcpy(sl.request, t->request.data(), t->request_size);
+    std::memcpy(sl.request.data(), t->request.data(), t->request_size);
     sl.args_size = t->args_size;
     sl.region_size = static_cast<std::uint32_t>(t->result_bytes != 0 ? t->region.size() : 0);
     const int sock = w.socket.get();
@@ -347,7 +352,7 @@ private:
     w.answered = seq;
     pool_ticket& t = *w.task;
     t.frame_size = std::min<std::size_t>(sl.response_size, t.frame.size());
-    std::memcpy(t.frame.data(), sl.response, t.frame_size);
+    std::memcpy(t.frame.data(), sl.response.data(), t.frame_size);
     if (t.frame_size >= sizeof(frame_header)) {
       frame_header h;
       std::memcpy(&h, t.frame.data(), sizeof h);
@@ -542,20 +547,14 @@ private:
     wake_fd_.reset();
   }
 
-  // Under mutex_ (or before start): tells every worker to exit, waits until
-  // stop_by_, then kills the rest. Closes everything.
-  void end_workers() {
+  // Under mutex_ (or alone: ~pool_core): tells every worker to exit, waits
+  // until stop_by_, then kills the rest. Closes everything. Cannot fail.
+  void end_workers() noexcept {
     for (std::size_t i = 0; i < workers_.size(); ++i) {
       if (workers_[i].proc.valid() && !workers_[i].proc.status().ended()) retire(i);
     }
-    const auto until = stopping_ ? stop_by_ : std::chrono::steady_clock::now();
-    for (worker& w : workers_) {
-      if (w.proc.valid()) {
-        w.proc.wait_until(std::max(until, std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
-        w.proc.kill_and_reap(SIGKILL);
-        w.proc = child_process();
-      }
-    }
+    const auto until = stopping_ ? stop_by_ : clock::now();
+    for (worker& w : workers_) w.proc.end_by(std::max(until, clock::now() + std::chrono::milliseconds(100)));
     cancel_queued();
     close_descriptors();
     // The slots stay mapped until the core is destroyed: a thread still in

@@ -19,6 +19,7 @@
 #include "unique_fd.hpp"
 #include "wire.hpp"
 
+#include <array>        // the slot's request and response
 #include <atomic>       // the slot's sequence words
 #include <climits>      // INT_MAX
 #include <cstddef>      // std::size_t
@@ -82,8 +83,8 @@ struct alignas(64) pool_slot {
   std::uint32_t request_size = 0; // bytes of `request` that are meaningful
   std::uint64_t args_size = 0;    // non-zero: the request is in a memfd that comes first on the socket
   std::uint32_t response_size = 0;
-  alignas(64) unsigned char request[pool_request_capacity];
-  alignas(64) unsigned char response[frame_capacity];
+  alignas(64) std::array<unsigned char, pool_request_capacity> request;
+  alignas(64) std::array<unsigned char, frame_capacity> response;
 };
 
 /// A callable crosses as its bytes when it is a function pointer (the worker
@@ -156,16 +157,17 @@ inline std::uint8_t value_fd_tag(std::uint32_t seq) noexcept { return static_cas
 /// fork_call's child writes it to its pipe. A process the task forked that
 /// comes back here writes nothing.
 template <class R, class F, class... Args>
+// NOLINTNEXTLINE(bugprone-exception-escape): what throws is in `call`, run only by produce_frame (noexcept)
 void pool_invoke(pool_call& c) noexcept {
   using payload = pool_payload<F, Args...>;
   worker_value_store store{c.socket, value_fd_tag(c.slot.response_seq.load(std::memory_order_relaxed) + 1U)};
   const auto answer = [&c](auto& frame) noexcept {
     if (!c.worker.here()) return; // a process the task forked came back here
     c.slot.response_size = static_cast<std::uint32_t>(frame.size());
-    std::memcpy(c.slot.response, frame.data(), frame.size());
+    std::memcpy(c.slot.response.data(), frame.data(), frame.size());
   };
   if constexpr (payload_as_bytes<F, Args...>) {
-    alignas(payload) unsigned char storage[sizeof(payload)];
+    alignas(payload) unsigned char storage[sizeof(payload)]; // NOLINT(modernize-avoid-c-arrays): raw storage
     std::memcpy(storage, c.request, sizeof(payload));
     payload& p = *std::launder(reinterpret_cast<payload*>(storage));
     auto call = [&]() -> decltype(auto) { return std::apply(p.f, p.args); };
@@ -318,7 +320,7 @@ inline int pool_worker_main(pool_slot& slot, int socket, int events_fd, pid_t pa
       }
       if (region == nullptr) return child_error::undelivered_exit_code;
     }
-    pool_call call{slot.request,
+    pool_call call{slot.request.data(),
                    slot.request_size,
                    static_cast<const unsigned char*>(args),
                    args_size,

@@ -60,7 +60,7 @@ inline constexpr std::uint64_t hub_magic = 0x9e3c'41f2'b7d5'086aULL;
 /// vanished. A thread may hold at most `capacity` at once.
 struct shared_holds {
   static constexpr std::uint32_t capacity = 32;
-  const void* held[capacity];
+  const void* held[capacity]; // NOLINT(modernize-avoid-c-arrays): a hub record, plain data
   std::uint32_t count;
 
   /// How many read locks on `m` this list holds.
@@ -155,6 +155,7 @@ inline process_hub** slot_in_object(const dl_phdr_info& info) noexcept {
   for (int k = 0; k < info.dlpi_phnum; ++k) {
     const ElfW(Phdr)& ph = info.dlpi_phdr[k];
     if (ph.p_type != PT_NOTE) continue;
+    // NOLINTNEXTLINE(performance-no-int-to-ptr): the loader gives the segment's address as a number
     const char* p = reinterpret_cast<const char*>(info.dlpi_addr + ph.p_vaddr);
     const char* const end = p + ph.p_memsz;
     while (end - p >= 12) {

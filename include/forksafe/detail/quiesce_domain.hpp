@@ -153,7 +153,7 @@ struct quiesce_hook {
     wait_on_gate(gate);
     return contended_action::retry;
   }
-  bool defer() const noexcept { return held_back(gate_word().load(std::memory_order_acquire)); }
+  [[nodiscard]] bool defer() const noexcept { return held_back(gate_word().load(std::memory_order_acquire)); }
   void wait_deferred() const noexcept { wait_at_gate(); }
 };
 

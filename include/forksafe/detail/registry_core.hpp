@@ -39,15 +39,16 @@
 #include "registry_report.hpp"
 
 #include <algorithm> // std::min
+#include <array>     // the report line
 #include <atomic>    // live count, settings
 #include <climits>   // INT_MAX
 #include <cstddef>   // std::size_t
 #include <cstdint>   // nanosecond counts
 #include <cstdio>    // std::snprintf
 #include <cstring>   // std::strlen
+#include <ctime>     // nanosleep (POSIX: the <time.h> it includes declares it)
 
 #include <sched.h>  // sched_yield
-#include <time.h>   // nanosleep
 #include <unistd.h> // write
 
 namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
@@ -180,10 +181,10 @@ inline void report_fork(registry_state& r) noexcept {
   const fork_stats& s = r.stats;
   const std::int64_t to_stderr = r.stderr_threshold_ns.load(std::memory_order_relaxed);
   if (s.gave_up || (to_stderr >= 0 && s.waited_ns >= to_stderr)) {
-    char line[1024];
-    format_report(s, line, sizeof line);
-    std::size_t len = std::strlen(line);
-    const char* p = line;
+    std::array<char, 1024> line; // format_report writes it
+    format_report(s, line.data(), line.size());
+    std::size_t len = std::strlen(line.data());
+    const char* p = line.data();
     while (len > 0) {
       const ssize_t w = ::write(2, p, len);
       if (w <= 0) break;

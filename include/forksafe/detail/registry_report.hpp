@@ -22,8 +22,8 @@ struct blocker_stat {
   const registry_entry* entry;
   std::uint32_t refusals;
   std::int64_t held_back_ns; ///< time spent blocked on it or backing off after it refused
-  char name[64];
-  char detail[96];
+  char name[64];             // NOLINT(modernize-avoid-c-arrays): a hub record, plain data
+  char detail[96];           // NOLINT(modernize-avoid-c-arrays)
 };
 
 /// What one fork's preparation looked like: filled by the forking thread.
@@ -36,8 +36,8 @@ struct fork_stats {
   std::uint32_t unprepared_count; ///< entries a timed-out fork went on without
   bool gave_up;
   bool ahead; ///< prepared for forksafe's own fork (prepare_ahead), which fails instead of going on
-  blocker_stat blockers[max_blockers];
-  char unprepared[max_blockers][64];
+  blocker_stat blockers[max_blockers]; // NOLINT(modernize-avoid-c-arrays): a hub record, plain data
+  char unprepared[max_blockers][64];   // NOLINT(modernize-avoid-c-arrays)
 };
 
 /// The slow-fork callback, as the registry keeps it (the public side wraps a
@@ -87,7 +87,7 @@ inline void format_unprepared(const fork_stats& s, char* out, std::size_t capaci
 inline void format_report(const fork_stats& s, char* out, std::size_t capacity) noexcept {
   line_buffer b{out, capacity - 1}; // room for the newline
   out[0] = '\0';
-  const long long ms = static_cast<long long>(s.waited_ns / 1'000'000);
+  const auto ms = static_cast<long long>(s.waited_ns / 1'000'000);
   const char* what = s.ahead ? "a forksafe fork" : "fork()";
   if (!s.gave_up) {
     b.put("forksafe: %s waited %lld ms to prepare", what, ms);

@@ -194,6 +194,7 @@ private:
     size_ = frame_payload_offset + size;
   }
 
+  // NOLINTNEXTLINE(modernize-avoid-c-arrays): raw storage (a value is built at value_slot())
   alignas(frame_payload_offset) unsigned char buffer_[frame_payload_offset + PayloadCapacity];
   std::size_t size_ = 0;
 };
@@ -285,7 +286,7 @@ auto produce_frame(Call& call, void* region, std::size_t region_size, Store& sto
       if constexpr (Store::ends_process) {
         // Never destroyed: the process ends with _exit once the frame is out,
         // and freeing a million strings first would only delay the parent.
-        alignas(T) unsigned char kept[sizeof(T)];
+        alignas(T) unsigned char kept[sizeof(T)]; // NOLINT(modernize-avoid-c-arrays): raw storage
         return sink_wire_form(frame, *::new (static_cast<void*>(kept)) T(call()), store, sink);
       } else {
         const T value = call();

@@ -35,9 +35,10 @@ namespace forksafe::inline FORKSAFE_ABI_NAMESPACE::detail {
 inline void populate_for_writing(void* data, std::size_t size) noexcept {
 #if defined(MADV_POPULATE_WRITE)
   const std::uintptr_t page = 4096;
-  const auto from = (reinterpret_cast<std::uintptr_t>(data) + page - 1) & ~(page - 1);
-  const auto to = (reinterpret_cast<std::uintptr_t>(data) + size) & ~(page - 1);
-  if (to > from) ::madvise(reinterpret_cast<void*>(from), to - from, MADV_POPULATE_WRITE);
+  const auto at = reinterpret_cast<std::uintptr_t>(data);
+  const auto from = (at + page - 1) & ~(page - 1);
+  const auto to = (at + size) & ~(page - 1);
+  if (to > from) ::madvise(static_cast<char*>(data) + (from - at), to - from, MADV_POPULATE_WRITE);
 #else
   (void)data;
   (void)size;

@@ -8,6 +8,7 @@
 
 #include "config.hpp"
 
+#include <array>   // the table
 #include <csignal> // the signal numbers
 #include <string>  // the name
 
@@ -20,45 +21,45 @@ inline std::string signal_name(int sig) {
     int number;
     const char* name;
   };
-  static constexpr entry names[] = {
-    {SIGHUP, "SIGHUP"},
-    {SIGINT, "SIGINT"},
-    {SIGQUIT, "SIGQUIT"},
-    {SIGILL, "SIGILL"},
-    {SIGTRAP, "SIGTRAP"},
-    {SIGABRT, "SIGABRT"},
-    {SIGBUS, "SIGBUS"},
-    {SIGFPE, "SIGFPE"},
-    {SIGKILL, "SIGKILL"},
-    {SIGUSR1, "SIGUSR1"},
-    {SIGSEGV, "SIGSEGV"},
-    {SIGUSR2, "SIGUSR2"},
-    {SIGPIPE, "SIGPIPE"},
-    {SIGALRM, "SIGALRM"},
-    {SIGTERM, "SIGTERM"},
-    {SIGCHLD, "SIGCHLD"},
-    {SIGCONT, "SIGCONT"},
-    {SIGSTOP, "SIGSTOP"},
-    {SIGTSTP, "SIGTSTP"},
-    {SIGTTIN, "SIGTTIN"},
-    {SIGTTOU, "SIGTTOU"},
-    {SIGURG, "SIGURG"},
-    {SIGXCPU, "SIGXCPU"},
-    {SIGXFSZ, "SIGXFSZ"},
-    {SIGVTALRM, "SIGVTALRM"},
-    {SIGPROF, "SIGPROF"},
-    {SIGSYS, "SIGSYS"},
-    {SIGWINCH, "SIGWINCH"},
+  static constexpr std::array names = {
+    entry{SIGHUP, "SIGHUP"},
+    entry{SIGINT, "SIGINT"},
+    entry{SIGQUIT, "SIGQUIT"},
+    entry{SIGILL, "SIGILL"},
+    entry{SIGTRAP, "SIGTRAP"},
+    entry{SIGABRT, "SIGABRT"},
+    entry{SIGBUS, "SIGBUS"},
+    entry{SIGFPE, "SIGFPE"},
+    entry{SIGKILL, "SIGKILL"},
+    entry{SIGUSR1, "SIGUSR1"},
+    entry{SIGSEGV, "SIGSEGV"},
+    entry{SIGUSR2, "SIGUSR2"},
+    entry{SIGPIPE, "SIGPIPE"},
+    entry{SIGALRM, "SIGALRM"},
+    entry{SIGTERM, "SIGTERM"},
+    entry{SIGCHLD, "SIGCHLD"},
+    entry{SIGCONT, "SIGCONT"},
+    entry{SIGSTOP, "SIGSTOP"},
+    entry{SIGTSTP, "SIGTSTP"},
+    entry{SIGTTIN, "SIGTTIN"},
+    entry{SIGTTOU, "SIGTTOU"},
+    entry{SIGURG, "SIGURG"},
+    entry{SIGXCPU, "SIGXCPU"},
+    entry{SIGXFSZ, "SIGXFSZ"},
+    entry{SIGVTALRM, "SIGVTALRM"},
+    entry{SIGPROF, "SIGPROF"},
+    entry{SIGSYS, "SIGSYS"},
+    entry{SIGWINCH, "SIGWINCH"},
 #if defined(SIGSTKFLT)
-    {SIGSTKFLT, "SIGSTKFLT"},
+    entry{SIGSTKFLT, "SIGSTKFLT"},
 #endif
 #if defined(SIGPOLL)
-    {SIGPOLL, "SIGPOLL"}, // SIGIO on Linux
+    entry{SIGPOLL, "SIGPOLL"}, // SIGIO on Linux
 #elif defined(SIGIO)
-    {SIGIO, "SIGIO"},
+    entry{SIGIO, "SIGIO"},
 #endif
 #if defined(SIGPWR)
-    {SIGPWR, "SIGPWR"},
+    entry{SIGPWR, "SIGPWR"},
 #endif
   };
   for (const entry& e : names) {

@@ -11,6 +11,8 @@
 
 #include "config.hpp"
 
+#include <array>     // output_marks
+#include <cstddef>   // std::size_t
 #include <cstdio>    // fflush, ftrylockfile
 #include <iostream>  // std::cout, std::clog, std::cerr
 #include <ostream>   // std::ostream
@@ -79,12 +81,12 @@ struct streambuf_peek : std::streambuf {
 /// device is empty after a flush; one that keeps its text in memory (a
 /// std::stringbuf behind std::cout) is not, and is left alone in the child.
 struct output_marks {
-  std::streambuf* emptied[3] = {};
+  std::array<std::streambuf*, 3> emptied{};
 };
 
 inline output_marks mark_output() noexcept {
   output_marks m;
-  int i = 0;
+  std::size_t i = 0;
   for (std::ostream* s : {&std::cout, &std::clog, &std::cerr}) {
     std::streambuf* const b = s->rdbuf();
     m.emptied[i++] = streambuf_peek::has_pending_output(b) ? nullptr : b;
@@ -99,7 +101,7 @@ inline output_marks mark_output() noexcept {
 /// printed it twice. What a flush does not empty (in-memory buffers) is
 /// kept. A stream with nothing waiting is not written to (no page copied).
 inline void discard_inherited_output(const output_marks& m) noexcept {
-  int i = 0;
+  std::size_t i = 0;
   for (std::ostream* s : {&std::cout, &std::clog, &std::cerr}) {
     if (m.emptied[i] != nullptr && s->rdbuf() == m.emptied[i]) streambuf_peek::discard_pending_output(m.emptied[i]);
     ++i;

@@ -280,7 +280,7 @@ private:
 template <class T>
 class wire_slot {
 public:
-  wire_slot() noexcept {}
+  wire_slot() noexcept {} // NOLINT(modernize-use-equals-default): so a std::tuple of them does not zero bytes_
   wire_slot(const wire_slot&) = delete;
   wire_slot& operator=(const wire_slot&) = delete;
   ~wire_slot() {
@@ -301,7 +301,7 @@ public:
   [[nodiscard]] T& get() noexcept { return *std::launder(reinterpret_cast<T*>(bytes_)); }
 
 private:
-  alignas(T) unsigned char bytes_[sizeof(T)];
+  alignas(T) unsigned char bytes_[sizeof(T)]; // NOLINT(modernize-avoid-c-arrays): raw storage
   bool built_ = false;
 };
 
@@ -429,7 +429,7 @@ bool read_value(wire_reader& in, wire_slot<T>& out) {
               " bytes arrived");
       return false;
     }
-    const std::size_t bytes = static_cast<std::size_t>(packed);
+    const auto bytes = static_cast<std::size_t>(packed);
     if (p == nullptr) return false;
     if (n % 8 != 0 && (p[bytes - 1] >> (n % 8)) != 0) {
       in.fail(std::string(name) + ": bits set past its size");
