@@ -140,6 +140,10 @@ cmake_install() {
   CXX="${cxx[*]}" cmake -S "$src" -B "$tmp/forksafe-build"
   cmake --install "$tmp/forksafe-build" --prefix "$tmp/prefix"
   same_install "$tmp/prefix"
+  # A packager's staged install: the files under DESTDIR, forksafe.pc naming the real prefix.
+  DESTDIR=$tmp/stage cmake --install "$tmp/forksafe-build" --prefix /usr
+  same_install "$tmp/stage/usr"
+  grep -qx 'prefix=/usr' "$tmp/stage/usr/share/pkgconfig/forksafe.pc"
 }
 
 # The flags pkg-config gives, with -std=c++20 and then -std=c++23.
@@ -184,14 +188,28 @@ build_with_cmake() {
       echo "find_package(forksafe $wanted) accepted forksafe $version"
       return 1
     fi
+    grep -q "considered but not accepted" "$tmp/refused.log" # refused for its version, not for another reason
     echo "consumer: find_package(forksafe $wanted) refuses forksafe $version, as it must"
   done
 }
 
-pkg_config() { meson_install && build_with_pkg_config; }
-cmake_find_package() { cmake_install && build_with_cmake; }
-meson_install_cmake() { meson_install && build_with_cmake; }
-cmake_install_pkg_config() { cmake_install && build_with_pkg_config; }
+# Two commands, not `a && b`: set -e does not stop inside the left of &&.
+pkg_config() {
+  meson_install
+  build_with_pkg_config
+}
+cmake_find_package() {
+  cmake_install
+  build_with_cmake
+}
+meson_install_cmake() {
+  meson_install
+  build_with_cmake
+}
+cmake_install_pkg_config() {
+  cmake_install
+  build_with_pkg_config
+}
 
 cmake_add_subdirectory() {
   new_app cmake_add_subdirectory
@@ -204,6 +222,13 @@ cmake_add_subdirectory() {
   cmake --install "$tmp/build" --prefix "$tmp/prefix"
   [ ! -e "$tmp/prefix" ] || { echo "add_subdirectory(forksafe) installed files:"; find "$tmp/prefix"; return 1; }
 }
+
+# meson dist takes the tarball's files from git: outside a git work tree (an
+# unpacked tarball) there is nothing to make it from, so the check is skipped.
+if [ "$kind" = meson-wrap-file ] && [ "$(git -C "$src" rev-parse --show-toplevel 2>/dev/null)" != "$src" ]; then
+  echo "consumer $kind: skipped: $src is not a git work tree, which meson dist needs"
+  exit 77
+fi
 
 case $kind in
   vendored) steps=vendored ;;

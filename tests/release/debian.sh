@@ -52,9 +52,16 @@ case $(package_status) in
   *) fail "$package is already installed ($(dpkg-query -W -f='${Version}' "$package")): this test would replace it and then remove it; remove it first (dpkg -r $package)" ;;
 esac
 
+# skip MESSAGE: this machine cannot run the check (meson shows it as SKIP).
+skip() {
+  echo "release debian-package: skipped: $1"
+  exit 77
+}
 if [ ${#sudo[@]} -gt 0 ] && ! sudo -n true 2>/dev/null; then
-  fail "installing the package needs root, or sudo without a password (sudo -n)"
+  skip "installing the package needs root, or sudo without a password (sudo -n)"
 fi
+# The package is built from the files git knows (as a release would be).
+[ "$(git -C "$src" rev-parse --show-toplevel 2>/dev/null)" = "$src" ] || skip "$src is not a git work tree"
 
 version=$(dpkg-parsechangelog -l "$src/debian/changelog" -S Version) || fail "cannot read the version from $src/debian/changelog"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/forksafe-release.XXXXXX") || exit 2
@@ -64,7 +71,9 @@ tree=$tmp/forksafe-$version
 # marker is written just before dpkg -i, in the steps' subshell).
 cleanup() {
   if [ -e "$tmp/installed" ] && ! [[ "$(package_status)" =~ ^(not-installed)?$ ]]; then
-    "${sudo[@]}" dpkg -r "$package" >>"$tmp/log" 2>&1 || echo "release debian-package: could not remove $package (dpkg -r $package)"
+    # In a session of its own: meson's timeout kills this script's process
+    # group 0.5 s after its SIGTERM, and the removal must outlive that.
+    setsid -w "${sudo[@]}" dpkg -r "$package" >>"$tmp/log" 2>&1 || echo "release debian-package: could not remove $package (dpkg -r $package)"
   fi
   [ -n "${KEEP_TMP:-}" ] || rm -rf "$tmp"
 }

@@ -249,7 +249,8 @@ public:
   /// Gives the child until `deadline` to end, then kills it (SIGKILL) if it
   /// still runs, reaps it and lets it go: the handle is empty after. Never
   /// throws, for cleanup paths: if waitid fails, the wait ends there and the
-  /// child is killed all the same.
+  /// child is killed all the same, but then stays unreaped (a zombie until
+  /// this process ends), as no wait for it works.
   template <class Clock, class Duration>
   void end_by(std::chrono::time_point<Clock, Duration> deadline) noexcept {
     try {
