@@ -15,7 +15,7 @@ import re
 import sys
 
 DOCTEST = re.compile(r"\[doctest\] test cases:\s*(\d+) \|\s*(\d+) passed \|\s*(\d+) failed")
-PLAIN = re.compile(r"\[(?:compile-fail|consumer|example|valgrind|layout|format|release)\] (\d+) passed, (\d+) failed")
+PLAIN = re.compile(r"\[(?:compile-fail|consumer|example|valgrind|layout|format|release|doctest-report)\] (\d+) passed, (\d+) failed")
 
 
 def count(build_dir):

@@ -5,7 +5,8 @@
 // and process_pool tasks alike.
 //
 // Defines:
-//   child_error   the exception: why(), one predicate per reason, the details.
+//   captured_output  what a child wrote to stdout and stderr (fork_options::capture_output)
+//   child_error      the exception: why(), one predicate per reason, the details.
 
 #ifndef FORKSAFE_CHILD_ERROR_HPP
 #define FORKSAFE_CHILD_ERROR_HPP
@@ -15,6 +16,7 @@
 
 #include <chrono>      // how long a timed-out child ran
 #include <cstddef>     // std::size_t
+#include <cstdint>     // std::uint64_t: byte counts
 #include <memory>      // std::shared_ptr: copies never throw
 #include <stdexcept>   // std::runtime_error
 #include <string>      // the texts
@@ -22,6 +24,28 @@
 #include <utility>     // std::move
 
 namespace forksafe::inline FORKSAFE_ABI_NAMESPACE {
+
+/// What a fork_call child wrote to its standard output and standard error,
+/// when fork_options::capture_output asked for it: the last
+/// fork_options::capture_limit bytes of each (the end of a stream is where a
+/// crash or an abort leaves its message), and how many bytes it wrote in
+/// all. Bytes as written, not necessarily text. Empty without capture.
+struct captured_output {
+  std::string out{};           ///< the tail of what the child wrote to stdout
+  std::string err{};           ///< the tail of what the child wrote to stderr
+  std::uint64_t out_bytes = 0; ///< how many bytes it wrote to stdout in all
+  std::uint64_t err_bytes = 0; ///< how many bytes it wrote to stderr in all
+  bool captured = false;       ///< whether capture was on for this child
+
+  /// Whether the start of stdout was dropped to keep within the limit.
+  [[nodiscard]] bool out_truncated() const noexcept { return out_bytes > out.size(); }
+  /// Whether the start of stderr was dropped to keep within the limit.
+  [[nodiscard]] bool err_truncated() const noexcept { return err_bytes > err.size(); }
+};
+
+namespace detail {
+struct child_error_access;
+}
 
 /// How a child ended without delivering a value; thrown by
 /// process_result::get(). Copying never throws (the texts are shared).
@@ -103,6 +127,8 @@ public:
     std::chrono::nanoseconds prepare_time{-1};
     /// malformed: the type that was expected and what was wrong with what arrived.
     std::string defect{};
+    /// What the child wrote, with fork_options::capture_output: output().
+    captured_output output{};
   };
 
   /// Builds the error and its what() sentence. Public so that code wrapping
@@ -161,7 +187,14 @@ public:
   /// Whether exception_what() was cut to max_what_length.
   [[nodiscard]] bool what_truncated() const noexcept { return details_->what_truncated; }
 
+  /// What the child wrote to stdout and stderr, with
+  /// fork_options::capture_output (its captured member is false otherwise,
+  /// and for a pool task). Not part of what(), which stays one sentence.
+  [[nodiscard]] const captured_output& output() const noexcept { return details_->output; }
+
 private:
+  friend struct detail::child_error_access;
+
   static std::string describe(const details& d) {
     std::string s = "child " + std::to_string(d.pid);
     switch (d.why) {
@@ -194,6 +227,17 @@ private:
 
   std::shared_ptr<const details> details_;
 };
+
+namespace detail {
+/// Attaches captured output to an error made before it was read.
+struct child_error_access {
+  static void attach(child_error& e, captured_output output) {
+    auto d = std::make_shared<child_error::details>(*e.details_);
+    d->output = std::move(output);
+    e.details_ = std::move(d);
+  }
+};
+} // namespace detail
 
 } // namespace forksafe
 

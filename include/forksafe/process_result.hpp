@@ -276,6 +276,16 @@ public:
     if (state_ == state::running) source_->kill(sig);
   }
 
+  /// What a fork_call child with fork_options::capture_output wrote to its
+  /// stdout and stderr (see captured_output), once the outcome is known
+  /// (get, wait or ready returned it); the same as child_error::output() on
+  /// failure. Its captured member is false without capture, while the child
+  /// runs, for a pool task and if !valid().
+  [[nodiscard]] const captured_output& output() const noexcept {
+    static const captured_output none{};
+    return state_ == state::has_value || state_ == state::failed ? source_->output : none;
+  }
+
 private:
   friend struct detail::result_access;
   enum class state : unsigned char { empty, running, has_value, failed };
@@ -330,6 +340,11 @@ private:
     } else {
       error_.emplace(detail::error_from_status(s.pid(), s.status, s.killed_for_timeout, s.ran_for, s.prepare_time));
     }
+    fail();
+  }
+
+  void fail() {
+    if (source_->output.captured) detail::child_error_access::attach(*error_, source_->output);
     state_ = state::failed;
   }
 
@@ -341,7 +356,7 @@ private:
     const std::string whole = std::string(detail::type_name<T>()) + ":";
     d.defect = defect.compare(0, whole.size(), whole) == 0 ? std::move(defect) : whole + " " + defect;
     error_.emplace(std::move(d));
-    state_ = state::failed;
+    fail();
   }
 
   // Reads the value back from its wire form: in the frame, or in the memfd

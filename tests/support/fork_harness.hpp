@@ -389,6 +389,18 @@ inline int count_shared_maps() {
   return n;
 }
 
+/// Writes all of `s` to `fd` (blocking; stops at the first error): what a
+/// child writes to its stdout or stderr in the output-capture tests.
+inline void write_all(int fd, const std::string& s) noexcept {
+  std::size_t done = 0;
+  while (done < s.size()) {
+    const ssize_t n = ::write(fd, s.data() + done, s.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    done += static_cast<std::size_t>(n);
+  }
+}
+
 /// A process that no longer runs: gone, or a zombie nobody reaped yet.
 inline bool process_is_dead(pid_t pid) {
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");

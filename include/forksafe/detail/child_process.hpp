@@ -93,6 +93,10 @@ struct spawn_options {
   bool default_all_handlers = false;
   /// Exit code of a child whose callable let an exception escape.
   int exit_code_on_exception = 125;
+  /// When not negative, the child's standard output (standard error) becomes
+  /// this descriptor (dup2 before the callable runs): captured output.
+  int stdout_to = -1;
+  int stderr_to = -1;
   /// The fork's preparation (the registry's handlers) must be done by then,
   /// as well as within the registry's prepare timeout; otherwise nothing is
   /// forked and spawn throws fork_unprepared.
@@ -224,21 +228,25 @@ public:
   /// `running` if the deadline passed. EINTR is retried.
   template <class Clock, class Duration>
   const child_status& wait_until(std::chrono::time_point<Clock, Duration> deadline) {
-    return wait_until(deadline, -1);
+    return wait_until(deadline, wake_fds{-1, -1, -1});
   }
 
+  /// Descriptors a wait also wakes for; negative entries are ignored (a
+  /// value-initialised one holds zeros, standard input: list all three).
+  using wake_fds = std::array<int, 3>;
+
   /// Like wait_until(deadline), but also returns early, with the child
-  /// possibly still `running`, once `wake_fd` is readable or hung up, so a
-  /// caller can wait for the child's end or for data the child sends, in one
-  /// wait (fork_call's result frame where there is no pidfd). A negative
-  /// `wake_fd` is ignored. A descriptor at EOF stays "readable": stop passing
-  /// it once it hung up, or this returns at once.
+  /// possibly still `running`, once one of `wake` is readable or hung up, so
+  /// a caller can wait for the child's end or for data the child sends, in
+  /// one wait (fork_call's result frame where there is no pidfd, its
+  /// captured output). A descriptor at EOF stays "readable": stop passing it
+  /// once it hung up, or this returns at once.
   template <class Clock, class Duration>
-  const child_status& wait_until(std::chrono::time_point<Clock, Duration> deadline, int wake_fd) {
+  const child_status& wait_until(std::chrono::time_point<Clock, Duration> deadline, const wake_fds& wake) {
     while (valid() && !try_reap()) {
       const auto now = Clock::now();
       if (now >= deadline) break;
-      if (wait_a_while(std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now), wake_fd)) break;
+      if (wait_a_while(std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now), wake)) break;
     }
     return status_;
   }
@@ -311,6 +319,8 @@ private:
   [[noreturn]] static void run_child(Body& body, const spawn_options& options, const sigset_t& mask,
                                      unsigned crash_handlers, const output_marks& marks) noexcept {
     discard_inherited_output(marks);
+    if (options.stdout_to >= 0) ::dup2(options.stdout_to, STDOUT_FILENO);
+    if (options.stderr_to >= 0) ::dup2(options.stderr_to, STDERR_FILENO);
     if (options.own_process_group) ::setpgid(0, 0);
     for (unsigned i = 0; i < std::size(crash_signals); ++i) {
       if ((crash_handlers & (1U << i)) != 0) std::signal(crash_signals[i], SIG_DFL);
@@ -369,11 +379,11 @@ private:
     return ::ppoll(&p, 1, &ts, nullptr) > 0;
   }
 
-  // Sleeps until the pidfd turns readable (the child exited), `wake_fd` is
-  // readable, or `left` passes; without a pidfd, for a backoff from 20 us
-  // doubling to 2.56 ms. Returns true if `wake_fd` woke it. EINTR just returns: the caller
-  // loops and re-checks.
-  bool wait_a_while(std::chrono::nanoseconds left, int wake_fd) {
+  // Sleeps until the pidfd turns readable (the child exited), one of `wake`
+  // is readable, or `left` passes; without a pidfd, for a backoff from 20 us
+  // doubling to 2.56 ms. Returns true if one of `wake` woke it. EINTR just
+  // returns: the caller loops and re-checks.
+  bool wait_a_while(std::chrono::nanoseconds left, const wake_fds& wake) {
     using namespace std::chrono_literals;
     std::chrono::nanoseconds nap = left;
     if (pidfd_ >= 0) {
@@ -383,10 +393,10 @@ private:
       nap = left < backoff_ ? left : backoff_;
     }
     // poll() ignores entries with a negative descriptor.
-    std::array<pollfd, 2> fds{{{pidfd_, POLLIN, 0}, {wake_fd, POLLIN, 0}}};
+    std::array<pollfd, 4> fds{{{pidfd_, POLLIN, 0}, {wake[0], POLLIN, 0}, {wake[1], POLLIN, 0}, {wake[2], POLLIN, 0}}};
     const timespec ts = to_timespec(nap);
     if (::ppoll(fds.data(), fds.size(), &ts, nullptr) <= 0) return false;
-    return fds[1].revents != 0;
+    return fds[1].revents != 0 || fds[2].revents != 0 || fds[3].revents != 0;
   }
 
   void release() noexcept {

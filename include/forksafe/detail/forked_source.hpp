@@ -21,6 +21,7 @@
 #include "child_process.hpp"
 #include "config.hpp"
 #include "deadlines.hpp"
+#include "output_capture.hpp"
 #include "result_frame.hpp"
 #include "result_source.hpp"
 #include "shared_region.hpp"
@@ -71,20 +72,30 @@ inline void make_result_pipe(unique_fd& read_end, unique_fd& write_end) {
   write_end = unique_fd(fds[1]);
 }
 
+/// How fork_call's child is started: fork_options, as the source needs them.
+struct fork_settings {
+  std::optional<std::chrono::nanoseconds> timeout{};
+  bool own_process_group = false;
+  bool capture_output = false;
+  std::size_t capture_limit = 0;
+  bool reset_signal_handlers = false;
+};
+
 class forked_source final : public result_source {
 public:
   forked_source() noexcept {} // NOLINT(modernize-use-equals-default): see result_source
 
-  /// Forks; the child runs `call` and delivers a T. `timeout` bounds the
-  /// whole call, the fork's preparation included: if that runs out first,
-  /// nothing is forked and not_started says why. Throws std::system_error
-  /// (the pipe, the mapping, fork itself).
+  /// Forks; the child runs `call` and delivers a T. `settings.timeout`
+  /// bounds the whole call, the fork's preparation included: if that runs
+  /// out first, nothing is forked and not_started says why. Throws
+  /// std::system_error (the pipes, the mapping, fork itself).
   template <class T, class Call>
-  void start(Call& call, std::optional<std::chrono::nanoseconds> timeout, bool own_process_group) {
+  void start(Call& call, const fork_settings& settings) {
     expected_ = frame_expectation::of<T>();
     unique_fd read_end;
     unique_fd write_end;
     make_result_pipe(read_end, write_end);
+    if (settings.capture_output) capture_.open(settings.capture_limit);
     if constexpr (stored_in_region<T>()) region = shared_region(sizeof(T));
     if constexpr (needs_wire_form<T>) value_fd = make_value_memfd("forksafe::fork_call");
     const int value_memfd = value_fd.get();
@@ -93,8 +104,12 @@ public:
     const std::size_t data_size = region.size();
     const int fd = write_end.get();
     spawn_options spawn;
-    spawn.own_process_group = own_process_group;
-    deadline_ = timeout ? deadline_after(started, *timeout) : std::chrono::steady_clock::time_point::max();
+    spawn.own_process_group = settings.own_process_group;
+    spawn.default_all_handlers = settings.reset_signal_handlers;
+    spawn.stdout_to = capture_.child_stdout();
+    spawn.stderr_to = capture_.child_stderr();
+    deadline_ =
+        settings.timeout ? deadline_after(started, *settings.timeout) : std::chrono::steady_clock::time_point::max();
     spawn.prepare_deadline = deadline_;
     const auto in_child = [&call, data, data_size, fd, value_memfd]() noexcept {
       child_value_store store{value_memfd, {}};
@@ -105,6 +120,7 @@ public:
     } catch (const fork_unprepared& e) {
       region.reset();
       value_fd.reset();
+      capture_ = output_capture();
       child_error::details d;
       d.why = child_error::reason::prepare_timed_out;
       d.blocker = unprepared_reason(e.stats());
@@ -115,6 +131,7 @@ public:
     forked_at_ = std::chrono::steady_clock::now();
     prepare_time = child_.prepare_time();
     write_end.reset(); // only the child writes
+    capture_.forked();
     region.keep_out_of_later_forks();
     result_fd_ = std::move(read_end);
   }
@@ -123,7 +140,9 @@ public:
     while (!done_) {
       const bool no_pidfd = child_.native_handle() < 0;
       const int wake_fd = no_pidfd && !drained_ && !hung_up_ ? result_fd_.get() : -1;
-      const child_status& s = child_.wait_until(std::min(until, deadline_), wake_fd);
+      const child_status& s =
+          child_.wait_until(std::min(until, deadline_), {wake_fd, capture_.stdout_fd(), capture_.stderr_fd()});
+      capture_.drain();
       if (s.ended()) {
         finish(s);
         break;
@@ -175,6 +194,8 @@ private:
 
   void finish(const child_status& s) noexcept {
     (void)collect();
+    capture_.drain(); // the child was reaped: the pipes hold all it wrote
+    output = capture_.take();
     status = s;
     done_ = true;
   }
@@ -186,7 +207,8 @@ private:
   bool done_ = false;
   bool drained_ = false; // the frame (or garbage) was read: read no more
   bool hung_up_ = false; // every write end is closed
-  child_process child_;  // last: destroyed (killed and reaped) first
+  output_capture capture_;
+  child_process child_; // last: destroyed (killed and reaped) first
 };
 
 } // namespace forksafe::detail

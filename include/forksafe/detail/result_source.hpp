@@ -63,6 +63,7 @@ public:
   std::optional<child_error> not_started;    ///< no child was made (its fork could not be prepared in time)
   shared_region region;                      ///< a large result, built here
   unique_fd value_fd;                        ///< a large wire form arrives in this memfd
+  captured_output output;                    ///< what the child wrote (fork_options::capture_output)
 };
 
 /// The child_error for a child that delivered no frame and ended as `status`.
