@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 # Sourced by demo.sh and test.sh: installs, with apt-get and only when
 # missing, the Debian 12 packages forksafe builds with.
-forksafe_deps=(g++ clang clang-format meson ninja-build cmake doctest-dev pkg-config python3 libc++-dev libc++abi-dev valgrind git debhelper lintian dpkg-dev doxygen clang-tidy)
+forksafe_deps=(g++ clang clang-format meson ninja-build cmake doctest-dev pkg-config python3 libc++-dev libc++abi-dev valgrind git debhelper lintian dpkg-dev doxygen clang-tidy libgtest-dev)
 
 ensure_deps() {
   local missing=()

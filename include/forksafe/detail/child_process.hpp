@@ -178,7 +178,16 @@ public:
   [[nodiscard]] static child_process spawn(Body&& body, const spawn_options& options = {}) {
     flush_stdio_in_parent();
     const output_marks marks = mark_output();
-    const unsigned crash_handlers = options.default_crash_handlers ? installed_crash_handlers() : 0U;
+    // With default_all_handlers the child resets every handled signal, crash signals included.
+    const unsigned crash_handlers =
+        options.default_crash_handlers && !options.default_all_handlers ? installed_crash_handlers() : 0U;
+    if (options.default_all_handlers) {
+      static const bool sigaction_bound = [] { // see to_default
+        struct sigaction current {};
+        return ::sigaction(SIGKILL, nullptr, &current) == 0;
+      }();
+      (void)sigaction_bound;
+    }
     sigset_t all;
     sigset_t old;
     sigfillset(&all);
@@ -315,6 +324,15 @@ private:
     return mask;
   }
 
+  // sigaction, not std::signal: the parent has called sigaction already (so
+  // the child finds it bound), and a first call of signal in every child
+  // would cost a lazy symbol lookup there, about ten page faults.
+  static void to_default(int sig) noexcept {
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    ::sigaction(sig, &dfl, nullptr);
+  }
+
   template <class Body>
   [[noreturn]] static void run_child(Body& body, const spawn_options& options, const sigset_t& mask,
                                      unsigned crash_handlers, const output_marks& marks) noexcept {
@@ -323,13 +341,13 @@ private:
     if (options.stderr_to >= 0) ::dup2(options.stderr_to, STDERR_FILENO);
     if (options.own_process_group) ::setpgid(0, 0);
     for (unsigned i = 0; i < std::size(crash_signals); ++i) {
-      if ((crash_handlers & (1U << i)) != 0) std::signal(crash_signals[i], SIG_DFL);
+      if ((crash_handlers & (1U << i)) != 0) to_default(crash_signals[i]);
     }
     if (options.default_all_handlers) {
       for (int sig = 1; sig < NSIG; ++sig) {
         struct sigaction current {};
         if (sig == SIGKILL || sig == SIGSTOP || ::sigaction(sig, nullptr, &current) != 0) continue;
-        if (current.sa_handler != SIG_DFL && current.sa_handler != SIG_IGN) std::signal(sig, SIG_DFL);
+        if (current.sa_handler != SIG_DFL && current.sa_handler != SIG_IGN) to_default(sig);
       }
     }
     pthread_sigmask(SIG_SETMASK, &mask, nullptr);

@@ -140,8 +140,15 @@ public:
     while (!done_) {
       const bool no_pidfd = child_.native_handle() < 0;
       const int wake_fd = no_pidfd && !drained_ && !hung_up_ ? result_fd_.get() : -1;
+      // The output pipes are watched only after the child's first moments
+      // (output_capture::unwatched_start): a child that ends sooner hangs
+      // them up as it exits, which would wake this wait once more.
+      const auto watch_from = forked_at_ + output_capture::unwatched_start;
+      const bool watch = capture_.active() && std::chrono::steady_clock::now() >= watch_from;
+      const auto wake_at =
+          capture_.active() && !watch ? std::min({until, deadline_, watch_from}) : std::min(until, deadline_);
       const child_status& s =
-          child_.wait_until(std::min(until, deadline_), {wake_fd, capture_.stdout_fd(), capture_.stderr_fd()});
+          child_.wait_until(wake_at, {wake_fd, watch ? capture_.stdout_fd() : -1, watch ? capture_.stderr_fd() : -1});
       capture_.drain();
       if (s.ended()) {
         finish(s);
