@@ -65,7 +65,8 @@ bool by_hand_death() {
 
 std::vector<double> gtest_samples(const char* style, std::size_t n) {
   std::vector<double> ns;
-  const std::string command = std::string(FORKSAFE_GTEST_DEATH) + " " + style + " " + std::to_string(n) + " 2>/dev/null";
+  const std::string command =
+      std::string(FORKSAFE_GTEST_DEATH) + " " + style + " " + std::to_string(n) + " 2>/dev/null";
   FILE* p = ::popen(command.c_str(), "r");
   if (p == nullptr) return ns;
   char line[1 << 16];
@@ -94,9 +95,8 @@ TEST_CASE("bench") {
     hand.push_back(bench::time_ns([&] { failures += by_hand_exits() ? 0 : 1; }));
     macro.push_back(bench::time_ns([] { FORKSAFE_CHECK_EXITS(std::_Exit(3), 3); }));
     hand_death.push_back(bench::time_ns([&] { failures += by_hand_death() ? 0 : 1; }));
-    macro_death.push_back(bench::time_ns([] {
-      FORKSAFE_CHECK_DEATH(std::fputs("fatal: out of widgets\n", stderr); std::_Exit(3), "out of widgets");
-    }));
+    macro_death.push_back(bench::time_ns(
+        [] { FORKSAFE_CHECK_DEATH(std::fputs("fatal: out of widgets\n", stderr); std::_Exit(3), "out of widgets"); }));
   }
   CHECK(failures == 0);
   const std::size_t gtest_runs = bench::size(smoke_run, 200, 5);
@@ -110,8 +110,7 @@ TEST_CASE("bench") {
   bench::row("FORKSAFE_CHECK_EXITS", m, "us", 1e3, &h, "<= 1.2");
   const bench::stats hd = bench::summarize(hand_death);
   bench::row("by hand, stderr piped and searched", hd, "us", 1e3);
-  bench::row("FORKSAFE_CHECK_DEATH(..., \"out of widgets\")", bench::summarize(macro_death), "us", 1e3, &hd,
-             "<= 1.2");
+  bench::row("FORKSAFE_CHECK_DEATH(..., \"out of widgets\")", bench::summarize(macro_death), "us", 1e3, &hd, "<= 1.2");
   bench::title("Against googletest's EXPECT_EXIT of the same statement (us)");
   bench::row("googletest, threadsafe style (anchor)", threadsafe, "us", 1e3);
   bench::row("FORKSAFE_CHECK_EXITS", m, "us", 1e3, &threadsafe, "<= 0.1");

@@ -13,7 +13,11 @@
 // and reaped and reported as timed out.
 //
 // A child body must not use doctest assertions: report through the exit
-// code (return an int) and check the outcome in the parent.
+// code (return an int) and check the outcome in the parent. A test whose
+// whole point is how a statement ends (a crash, a hang, a message on
+// stderr) says so with forksafe/doctest.hpp instead (FORKSAFE_CHECK_HANGS,
+// FORKSAFE_CHECK_DEATH, ...), which stands on fork_call as this does on
+// child_process.
 //
 // No outcome may depend on how fast the machine runs: work is bounded by
 // counts; a deadline that must not fire is stretched by scaled() (slow
