@@ -6,10 +6,11 @@
 // returned, threw, exited with code N, killed by signal S. fork_call runs a
 // callable in a child and reports the same through its value or a
 // child_error (plus timed_out and lost, which googletest does not have).
-// googletest matches the child's stderr against a regex; forksafe does not
-// capture a child's output, so the message tests are not ported.
+// googletest matches the child's stderr against a regex: those cases use
+// forksafe/doctest.hpp's FORKSAFE_CHECK_DEATH, which captures it.
 
 #include <forksafe/atfork_registry.hpp>
+#include <forksafe/doctest.hpp> // FORKSAFE_CHECK_DEATH, run_statement: the stderr-matching cases
 #include <forksafe/process_pool.hpp>
 #include <forksafe/process_result.hpp>
 
@@ -17,8 +18,10 @@
 
 #include <atomic>    // the registry counter
 #include <csignal>   // raise, SIGPROF
+#include <cstdio>    // std::fprintf: the dying messages
 #include <exception> // std::exception
 #include <optional>  // std::optional<child_error>
+#include <regex>     // a message that does not match
 #include <string>    // what()
 #include <thread>    // sleeps
 
@@ -219,6 +222,57 @@ TEST_CASE("googletest TestForDeathTest DeathTestBadExitCodeOutput: the error nam
   REQUIRE(e.has_value());
   CHECK(std::string(e->what()).find("exited with code 1") != std::string::npos);
   CHECK(e->exit_code() != 3);
+}
+
+namespace {
+// googletest's DieInside: a message on stderr, then _exit(1).
+[[noreturn]] void die_inside(const std::string& function) {
+  std::fprintf(stderr, "death inside %s().", function.c_str());
+  std::fflush(stderr);
+  ::_exit(1);
+}
+[[noreturn]] void die_with_message(const char* message) {
+  std::fputs(message, stderr);
+  std::fflush(stderr);
+  ::_exit(1);
+}
+struct test_for_death_test {
+  static void static_member_function() { die_inside("StaticMemberFunction"); }
+  void member_function() const { die_inside("MemberFunction"); }
+};
+} // namespace
+
+TEST_CASE("googletest TestForDeathTest StaticMemberFunctionRegex and MemberFunctionRegex: the regex is searched for in "
+          "the child's stderr") {
+  FORKSAFE_CHECK_DEATH(test_for_death_test::static_member_function(), "death.*StaticMember");
+  const test_for_death_test t;
+  FORKSAFE_CHECK_DEATH(t.member_function(), "inside.*MemberFunction");
+}
+
+TEST_CASE("googletest TestForDeathTest EmptyRegexMatchesAnything") {
+  FORKSAFE_CHECK_DEATH(die_inside("GlobalFunction"), "");
+}
+
+TEST_CASE("googletest TestForDeathTest AcceptsAnythingConvertibleToRE: a C string or a std::string") {
+  const char* const c_string = "GlobalFunction";
+  const std::string regex = "GlobalFunction";
+  FORKSAFE_CHECK_DEATH(die_inside("GlobalFunction"), c_string);
+  FORKSAFE_CHECK_DEATH(die_inside("GlobalFunction"), regex);
+}
+
+TEST_CASE("googletest TestForDeathTest DeathTestMultiLineMatchPass: a regex may span lines") {
+  FORKSAFE_CHECK_DEATH(die_with_message("line 1\nline 2\nline 3\n"), "line 1\nline 2\nline 3");
+}
+
+TEST_CASE("googletest TestForDeathTest ErrorMessageMismatch and DeathTestMultiLineMatchFail: a message that does not "
+          "match is a failure, and the message is there to show") {
+  const auto o = forksafe::testing::run_statement([] { die_with_message("death\n"); }, forksafe_test::must_end);
+  CHECK(o.how == forksafe::testing::statement_outcome::kind::exited);
+  CHECK(o.output.err == "death\n");
+  CHECK_FALSE(std::regex_search(o.output.err, std::regex("expected message")));
+  const auto lines =
+      forksafe::testing::run_statement([] { die_with_message("line 1\nline 2\n"); }, forksafe_test::must_end);
+  CHECK_FALSE(std::regex_search(lines.output.err, std::regex("line 1\nline 3")));
 }
 
 TEST_CASE("googletest TestForDeathTest InsideLoop and ThreadsafeDeathTestInLoop: children forked in a loop each report "
