@@ -12,7 +12,7 @@
 // Run it as any doctest binary (-s shows every passing assertion). Exits 0
 // when every test case passes.
 
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
 #include <forksafe/doctest.hpp>         // FORKSAFE_CHECK_DEATH, FORKSAFE_ISOLATED_TEST_CASE, ...
@@ -32,7 +32,11 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// A logger whose thread holds its lock while it "writes"; every log call takes it too.
+// A logger whose thread holds its lock while it "writes"; every log call
+// takes it too. It is never destroyed, only shut down at the end of main: a
+// statement that calls exit() runs the static destructors in the child, and
+// a destructor joining the logger's thread there would wait for a thread the
+// child does not have.
 struct logger {
   forksafe::fork_safe_mutex m;
   std::atomic<bool> stop{false};
@@ -46,14 +50,14 @@ struct logger {
     const std::lock_guard<forksafe::fork_safe_mutex> lock(m);
     std::fprintf(stderr, "%s\n", line);
   }
-  ~logger() {
+  void shut_down() {
     stop = true;
     flusher.join();
   }
 };
 
 logger& log() {
-  static logger instance;
+  static logger& instance = *new logger; // never destroyed: see above
   return instance;
 }
 
@@ -102,3 +106,10 @@ FORKSAFE_ISOLATED_TEST_CASE("an isolated test case changes the environment for i
 }
 
 TEST_CASE("the environment outside is untouched") { CHECK(std::getenv("SERVER_MODE") == nullptr); }
+
+int main(int argc, char** argv) {
+  doctest::Context context(argc, argv);
+  const int failed = context.run();
+  log().shut_down();
+  return failed;
+}
