@@ -32,4 +32,8 @@ example process_pool \
   "two pre-forked workers run 8 tasks; the one that throws fails alone, the others return values"
 example nested_pool \
   "a pool of thread pools: each task runs an inner thread pool and returns a list of strings, not futures"
+if [ -x build/demo/examples/doctest_death_tests ]; then # built where doctest is installed
+  example doctest_death_tests \
+    "death, exit, signal and hang tests for doctest, while a logging thread holds its lock; an isolated test case"
+fi
 exit $status
